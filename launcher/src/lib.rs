@@ -1,0 +1,241 @@
+//! `stellar up`: run the engine, billing and the gateway on one machine with the embedded
+//! defaults (SQLite files under `./data/`), wait until each is healthy, print where to reach
+//! them and a freshly issued free-tier API key, and stop them all cleanly on Ctrl-C / SIGTERM.
+//!
+//! The services are the sibling binaries of this executable, started as child processes with
+//! this process's environment (so every `STELLAR_*` setting reaches them) and `--config` passed
+//! through. Start order follows the dependencies (engine, billing — which applies the account
+//! DB migrations — then the gateway); stop order is the reverse, gateway first, so no request
+//! is accepted that could not be served.
+
+use anyhow::{bail, Context};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use stellar_common::Config;
+use tokio::process::{Child, Command};
+
+/// Addresses the launcher needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct Addresses {
+    pub engine: SocketAddr,
+    pub billing: SocketAddr,
+    pub gateway: SocketAddr,
+    pub gateway_metrics: SocketAddr,
+}
+
+#[derive(serde::Deserialize)]
+struct Listen {
+    addr: SocketAddr,
+}
+
+#[derive(serde::Deserialize)]
+struct GatewayListen {
+    addr: SocketAddr,
+    metrics_addr: SocketAddr,
+}
+
+impl Addresses {
+    pub fn from_config(cfg: &Config) -> Result<Addresses, stellar_common::ConfigError> {
+        let engine: Listen = cfg.section("engine")?;
+        let billing: Listen = cfg.section("billing")?;
+        let gateway: GatewayListen = cfg.section("gateway")?;
+        Ok(Addresses {
+            engine: engine.addr,
+            billing: billing.addr,
+            gateway: gateway.addr,
+            gateway_metrics: gateway.metrics_addr,
+        })
+    }
+}
+
+/// One service the launcher runs.
+struct Managed {
+    name: &'static str,
+    child: Child,
+}
+
+/// The services in start order: binary name and its health URL.
+fn services(a: &Addresses) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "stellar-engine",
+            format!("http://{}/api/v1/health", a.engine),
+        ),
+        ("stellar-billing", format!("http://{}/healthz", a.billing)),
+        (
+            "stellar-gateway",
+            format!("http://{}/healthz", a.gateway_metrics),
+        ),
+    ]
+}
+
+/// Where the service binaries are: next to this executable.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the stellar executable")?;
+    let p = exe
+        .parent()
+        .context("executable has no directory")?
+        .join(name);
+    if !p.exists() {
+        bail!(
+            "{} not found next to {} (build the workspace: cargo build --release)",
+            name,
+            exe.display()
+        );
+    }
+    Ok(p)
+}
+
+/// Run everything until a signal arrives or a service dies. Returns the process exit code.
+pub async fn up(config_path: Option<&Path>) -> anyhow::Result<i32> {
+    let cfg = stellar_common::config::exit_on_error(Config::load(config_path));
+    let addrs = stellar_common::config::exit_on_error(Addresses::from_config(&cfg));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+
+    let mut running: Vec<Managed> = Vec::new();
+    for (bin, health) in services(&addrs) {
+        let mut cmd = Command::new(sibling(bin)?);
+        if let Some(p) = config_path {
+            cmd.arg("--config").arg(p);
+        }
+        cmd.stdin(Stdio::null()).kill_on_drop(true);
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                stop_all(&mut running).await;
+                bail!("starting {bin}: {e}");
+            }
+        };
+        running.push(Managed { name: bin, child });
+        if let Err(e) = wait_healthy(
+            &http,
+            &health,
+            running.last_mut().expect("just pushed"),
+            Duration::from_secs(60),
+        )
+        .await
+        {
+            stop_all(&mut running).await;
+            return Err(e);
+        }
+    }
+
+    let key = issue_key(&http, addrs.gateway).await;
+    println!();
+    println!("Stellar Gate is up.");
+    println!("  Public URL:  http://{}", addrs.gateway);
+    println!("  Dashboard:   http://{}/dashboard", addrs.gateway);
+    println!("  Metrics:     http://{}/metrics", addrs.gateway_metrics);
+    match key {
+        Ok(k) => {
+            println!("API key: {k}");
+            println!("  Try:  curl -s -H 'X-API-Key: {k}' -H 'Content-Type: application/json' \\");
+            println!(
+                "          -d '{{\"content\":\"hello, stars\"}}' http://{}/api/v1/store",
+                addrs.gateway
+            );
+        }
+        Err(e) => eprintln!("warning: could not issue a first API key: {e:#}"),
+    }
+    println!("Press Ctrl-C to stop.");
+
+    let code = wait_for_exit(&mut running).await;
+    stop_all(&mut running).await;
+    Ok(code)
+}
+
+async fn wait_healthy(
+    http: &reqwest::Client,
+    url: &str,
+    svc: &mut Managed,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = svc.child.try_wait()? {
+            bail!(
+                "{} exited with {status} during start-up (see its log above)",
+                svc.name
+            );
+        }
+        if let Ok(r) = http.get(url).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} did not become healthy at {url} within {within:?}",
+                svc.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Register a throw-away local account through the gateway and return its first key.
+async fn issue_key(http: &reqwest::Client, gateway: SocketAddr) -> anyhow::Result<String> {
+    let email = format!(
+        "local-{}@example.com",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let r = http
+        .post(format!("http://{gateway}/auth/register"))
+        .json(&serde_json::json!({ "email": email }))
+        .send()
+        .await?;
+    let status = r.status();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    match body.get("api_key").and_then(|k| k.as_str()) {
+        Some(k) if status.is_success() => Ok(k.to_string()),
+        _ => bail!("register answered {status}: {body}"),
+    }
+}
+
+/// Wait for SIGINT/SIGTERM (→ 0) or for any service to exit on its own (→ 1).
+async fn wait_for_exit(running: &mut [Managed]) -> i32 {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return 1;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return 0,
+            _ = int.recv() => return 0,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                for s in running.iter_mut() {
+                    if let Ok(Some(status)) = s.child.try_wait() {
+                        eprintln!("{} exited unexpectedly ({status}); stopping the others", s.name);
+                        return 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// SIGTERM in reverse start order, each given time to drain; SIGKILL what does not exit.
+async fn stop_all(running: &mut Vec<Managed>) {
+    while let Some(mut s) = running.pop() {
+        if let Some(pid) = s.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        match tokio::time::timeout(Duration::from_secs(30), s.child.wait()).await {
+            Ok(Ok(status)) => eprintln!("{} stopped ({status})", s.name),
+            _ => {
+                eprintln!("{} did not stop in time; killing it", s.name);
+                let _ = s.child.kill().await;
+            }
+        }
+    }
+}

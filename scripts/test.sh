@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Run the whole test suite: formatting, lints, unit tests, end-to-end tests against the real
+# binaries (SQLite and PostgreSQL), Redis-backed tests and the real-browser tests.
+# Installs what is missing first. With CI=true, tests that need PostgreSQL (127.0.0.1:5432) or
+# Redis (127.0.0.1:6379) fail instead of skipping when those are unreachable.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/ensure-deps.sh build browser
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> build binaries"
+cargo build --workspace --bins --locked
+echo "==> clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast "$@"
+else
+  cargo test --workspace --locked --no-fail-fast "$@"
+fi
