@@ -4,4 +4,6 @@
 //! The binaries are those of the workspace's `target/debug` (or `STELLAR_BIN_DIR`); the test
 //! command builds them first (`cargo build --workspace --bins`).
 
+pub mod accounts;
+pub mod fakes;
 pub mod spawn;

@@ -1,0 +1,288 @@
+//! Accounts and API keys in the account DB: every write here appends its change-feed row in the
+//! same transaction, so gateways evict within a second of the commit.
+
+use crate::error::{ApiError, ApiResult};
+use chrono::{DateTime, Utc};
+use stellar_common::feed::{self, APPEND_SQL};
+use stellar_common::keys::{self, NewKey};
+use stellar_common::{with_db, Db};
+use uuid::Uuid;
+
+/// The columns of `users` billing works with.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub tier: String,
+    pub provider: Option<String>,
+    pub provider_customer_id: Option<String>,
+    pub provider_subscription_id: Option<String>,
+    pub subscription_status: String,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+    pub past_due_since: Option<DateTime<Utc>>,
+    pub provider_state_at: Option<DateTime<Utc>>,
+    pub toss_customer_key: Option<String>,
+    pub billing_key_enc: Option<String>,
+    pub charge_attempts: i32,
+    pub next_charge_at: Option<DateTime<Utc>>,
+}
+
+pub const USER_COLUMNS: &str = "id, email, tier, provider, provider_customer_id, provider_subscription_id, \
+    subscription_status, current_period_end, cancel_at_period_end, past_due_since, provider_state_at, \
+    toss_customer_key, billing_key_enc, charge_attempts, next_charge_at";
+
+/// Trim and lowercase an e-mail address and check its form (RFC 5321 lengths, one `@`, a
+/// dotted domain of letters, digits and hyphens). Returns the normalised address.
+pub fn normalize_email(raw: &str) -> Option<String> {
+    let e = raw.trim().to_ascii_lowercase();
+    if e.len() > 254 || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
+    let (local, domain) = e.split_once('@')?;
+    if local.is_empty() || local.len() > 64 || domain.contains('@') {
+        return None;
+    }
+    let local_ok = local
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b))
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..");
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| tld.len() >= 2 && tld.bytes().any(|b| b.is_ascii_alphabetic()));
+    (local_ok && domain_ok).then_some(e)
+}
+
+pub async fn user_by_id(db: &Db, id: Uuid) -> sqlx::Result<Option<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+    with_db!(db, p => sqlx::query_as::<_, User>(&sql).bind(id).fetch_optional(p).await)
+}
+
+pub async fn user_by_email(db: &Db, email: &str) -> sqlx::Result<Option<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
+    with_db!(db, p => sqlx::query_as::<_, User>(&sql).bind(email).fetch_optional(p).await)
+}
+
+/// Outcome of registration.
+pub enum Registered {
+    Created {
+        user_id: Uuid,
+        tier: String,
+        key: NewKey,
+    },
+    AlreadyExists,
+}
+
+/// Create a free account and its first key in one transaction. An existing e-mail gets nothing.
+pub async fn register(db: &Db, email: &str, free_tier: &str) -> sqlx::Result<Registered> {
+    let (uid, kid, now, key) = (Uuid::new_v4(), Uuid::new_v4(), Utc::now(), keys::generate());
+    with_db!(db, p => {
+        let mut tx = p.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, email, tier, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(uid).bind(email).bind(free_tier).bind(now)
+        .execute(&mut *tx).await?;
+        if inserted.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(Registered::AlreadyExists);
+        }
+        sqlx::query("INSERT INTO account_usage (user_id, memories_used, agents_used) VALUES ($1, 0, 0) ON CONFLICT (user_id) DO NOTHING")
+            .bind(uid).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO api_keys (id, user_id, key_hash, key_prefix, name, is_active, created_at) VALUES ($1, $2, $3, $4, $5, TRUE, $6)")
+            .bind(kid).bind(uid).bind(&key.hash).bind(&key.display_prefix).bind("Default").bind(now)
+            .execute(&mut *tx).await?;
+        sqlx::query(APPEND_SQL).bind(Some(uid)).bind(Some(key.hash.as_str())).bind(feed::kind::KEY_CREATED).bind(now)
+            .execute(&mut *tx).await?;
+        tx.commit().await?;
+    });
+    Ok(Registered::Created {
+        user_id: uid,
+        tier: free_tier.to_string(),
+        key,
+    })
+}
+
+/// The account for `email`, created on the free tier without any key if it does not exist
+/// (checkout for a new e-mail: the webhook must find an account to upgrade).
+pub async fn ensure_user(db: &Db, email: &str, free_tier: &str) -> sqlx::Result<User> {
+    let now = Utc::now();
+    with_db!(db, p => sqlx::query(
+        "INSERT INTO users (id, email, tier, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) ON CONFLICT (email) DO NOTHING")
+        .bind(Uuid::new_v4()).bind(email).bind(free_tier).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
+    user_by_email(db, email)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)
+}
+
+#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+pub struct KeyInfo {
+    pub id: Uuid,
+    pub name: Option<String>,
+    pub key_prefix: String,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+pub async fn list_keys(db: &Db, user: Uuid) -> sqlx::Result<Vec<KeyInfo>> {
+    with_db!(db, p => sqlx::query_as::<_, KeyInfo>(
+        "SELECT id, name, key_prefix, is_active, created_at, last_used_at FROM api_keys WHERE user_id = $1 \
+         ORDER BY is_active DESC, created_at DESC")
+        .bind(user).fetch_all(p).await)
+}
+
+/// Create a key if the tier allows another active one. The first statement writes the user
+/// row, which serialises concurrent creations for one account on both back-ends, so the count
+/// that is checked is the count that holds at commit.
+pub async fn create_key(
+    db: &Db,
+    user: Uuid,
+    name: &str,
+    limit_for: impl Fn(&str) -> u32,
+) -> ApiResult<(KeyInfo, NewKey)> {
+    let (kid, now, key) = (Uuid::new_v4(), Utc::now(), keys::generate());
+    with_db!(db, p => {
+        let mut tx = p.begin().await?;
+        let tier: Option<String> = sqlx::query_scalar("UPDATE users SET updated_at = $2 WHERE id = $1 RETURNING tier")
+            .bind(user).bind(now).fetch_optional(&mut *tx).await?;
+        let tier = tier.ok_or(ApiError::Unauthorized("Invalid API key"))?;
+        let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE user_id = $1 AND is_active = TRUE")
+            .bind(user).fetch_one(&mut *tx).await?;
+        let limit = limit_for(&tier);
+        if active >= i64::from(limit) {
+            tx.rollback().await?;
+            return Err(ApiError::Forbidden(format!(
+                "API key limit reached: the {tier} tier allows {limit} active key(s); revoke one or upgrade")));
+        }
+        sqlx::query("INSERT INTO api_keys (id, user_id, key_hash, key_prefix, name, is_active, created_at) VALUES ($1, $2, $3, $4, $5, TRUE, $6)")
+            .bind(kid).bind(user).bind(&key.hash).bind(&key.display_prefix).bind(name).bind(now)
+            .execute(&mut *tx).await?;
+        sqlx::query(APPEND_SQL).bind(Some(user)).bind(Some(key.hash.as_str())).bind(feed::kind::KEY_CREATED).bind(now)
+            .execute(&mut *tx).await?;
+        tx.commit().await?;
+    });
+    let info = KeyInfo {
+        id: kid,
+        name: Some(name.to_string()),
+        key_prefix: key.display_prefix.clone(),
+        is_active: true,
+        created_at: now,
+        last_used_at: None,
+    };
+    Ok((info, key))
+}
+
+/// Revoke one of `user`'s keys; `false` when the key is not theirs. Revoking twice is fine.
+pub async fn revoke_key(db: &Db, user: Uuid, key_id: Uuid) -> sqlx::Result<bool> {
+    let now = Utc::now();
+    with_db!(db, p => {
+        let mut tx = p.begin().await?;
+        let hash: Option<String> = sqlx::query_scalar(
+            "UPDATE api_keys SET is_active = FALSE WHERE id = $1 AND user_id = $2 AND is_active = TRUE RETURNING key_hash")
+            .bind(key_id).bind(user).fetch_optional(&mut *tx).await?;
+        match hash {
+            Some(h) => {
+                sqlx::query(APPEND_SQL).bind(Some(user)).bind(Some(h.as_str())).bind(feed::kind::KEY_REVOKED).bind(now)
+                    .execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+            None => {
+                let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE id = $1 AND user_id = $2")
+                    .bind(key_id).bind(user).fetch_one(&mut *tx).await?;
+                tx.rollback().await?;
+                Ok(exists > 0)
+            }
+        }
+    })
+}
+
+#[derive(Debug, Default)]
+pub struct Usage {
+    pub memories_used: i64,
+    pub agents_used: i64,
+    pub keys_used: i64,
+}
+
+pub async fn usage(db: &Db, user: Uuid) -> sqlx::Result<Usage> {
+    let row: Option<(i64, i32)> = with_db!(db, p => sqlx::query_as(
+        "SELECT memories_used, agents_used FROM account_usage WHERE user_id = $1").bind(user).fetch_optional(p).await)?;
+    let agents: i64 = with_db!(db, p => sqlx::query_scalar("SELECT COUNT(*) FROM account_agents WHERE user_id = $1")
+        .bind(user).fetch_one(p).await)?;
+    let keys_used: i64 = with_db!(db, p => sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE user_id = $1 AND is_active = TRUE")
+        .bind(user).fetch_one(p).await)?;
+    let (memories_used, agents_used) = row.map(|(m, a)| (m, i64::from(a))).unwrap_or((0, 0));
+    Ok(Usage {
+        memories_used,
+        agents_used: agents_used.max(agents),
+        keys_used,
+    })
+}
+
+/// Requests per hour for the 24 hours ending with the current one, oldest first, zero-filled.
+pub async fn usage_history(
+    db: &Db,
+    user: Uuid,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Vec<(i64, i64)>> {
+    let current = now.timestamp() - now.timestamp().rem_euclid(3600);
+    let first = current - 23 * 3600;
+    let rows: Vec<(i64, i64)> = with_db!(db, p => sqlx::query_as(
+        "SELECT hour_start, requests FROM usage_hourly WHERE user_id = $1 AND hour_start >= $2 AND hour_start <= $3")
+        .bind(user).bind(first).bind(current).fetch_all(p).await)?;
+    Ok((0..24)
+        .map(|i| {
+            let h = first + i * 3600;
+            (
+                h,
+                rows.iter().filter(|(s, _)| *s == h).map(|(_, r)| *r).sum(),
+            )
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_email as n;
+
+    #[test]
+    fn emails() {
+        assert_eq!(
+            n("  Alice@Example.COM ").as_deref(),
+            Some("alice@example.com")
+        );
+        assert_eq!(
+            n("a.b+tag@sub.example.co").as_deref(),
+            Some("a.b+tag@sub.example.co")
+        );
+        for bad in [
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@b",
+            "a@@b.com",
+            "a b@c.com",
+            "a@-b.com",
+            "a@b..com",
+            ".a@b.com",
+            "a..b@c.com",
+            "a@b.c",
+        ] {
+            assert!(n(bad).is_none(), "{bad}");
+        }
+        assert!(n(&format!("{}@example.com", "a".repeat(65))).is_none());
+    }
+}

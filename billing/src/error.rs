@@ -1,0 +1,92 @@
+//! The one error type of billing, turned into HTTP in exactly one place: every error is JSON
+//! `{"detail": "…"}`. Internal causes (SQL, provider answers) are logged, never sent.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: a request we cannot read (malformed JSON, bad webhook signature, …).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: missing, malformed, unknown or revoked API key.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 402: the provider declined the payment.
+    #[error("{0}")]
+    PaymentDeclined(String),
+    /// 403: not allowed for this account (e.g. key limit of the tier).
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 422: well-formed but invalid input.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 502: a payment provider answered with an error we cannot pass on.
+    #[error("payment provider error: {0}")]
+    Provider(String),
+    /// 503: the feature is not configured, or a dependency is unreachable.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::PaymentDeclined(_) => StatusCode::PAYMENT_REQUIRED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Provider(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Database(sqlx::Error::PoolTimedOut) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = match &self {
+            ApiError::Database(e) => {
+                tracing::error!(error = %e, "database error");
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    "Account database unavailable"
+                } else {
+                    "Internal error"
+                }
+                .to_string()
+            }
+            ApiError::Internal(e) => {
+                tracing::error!(error = %format!("{e:#}"), "internal error");
+                "Internal error".to_string()
+            }
+            ApiError::Provider(m) => {
+                tracing::warn!(error = %m, "payment provider error");
+                "Payment provider error".to_string()
+            }
+            other => other.to_string(),
+        };
+        (status, Json(serde_json::json!({ "detail": detail }))).into_response()
+    }
+}

@@ -1,0 +1,98 @@
+//! Request extractors whose rejections are our JSON errors (never axum's plain text): bodies
+//! over the limit → 413, malformed JSON → 400, JSON of the wrong shape → 422, bad key → 401.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use stellar_common::keys;
+use uuid::Uuid;
+
+/// The raw body, limited by `billing.body_limit_bytes`.
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Bytes::from_request(req, state).await {
+            Ok(b) => Ok(RawBody(b)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge("Request body too large".into()))
+            }
+            Err(e) => Err(ApiError::BadRequest(format!(
+                "Cannot read request body: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+/// A JSON body decoded into `T`.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Syntax errors are 400, well-formed JSON of the wrong shape is 422.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest("Request body must be JSON".into()));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => ApiError::Unprocessable(format!("Invalid request: {e}")),
+            _ => ApiError::BadRequest(format!("Malformed JSON: {e}")),
+        }
+    })
+}
+
+/// The account behind the request's API key (`X-API-Key` or `Authorization: Bearer`).
+/// Looked up by SHA-256 through the shared crate; identity headers are never trusted.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub user_id: Uuid,
+    pub key_id: Uuid,
+    pub tier: String,
+}
+
+pub fn key_from_parts(parts: &Parts) -> Option<String> {
+    if let Some(v) = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim().to_string());
+    }
+    let auth = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, rest) = auth.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim().to_string())
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let key = key_from_parts(parts).ok_or(ApiError::Unauthorized("Missing API key"))?;
+        if !keys::is_well_formed(&key) {
+            return Err(ApiError::Unauthorized("Invalid API key"));
+        }
+        let p = stellar_common::accounts::principal_by_hash(&state.db, &keys::hash_hex(&key))
+            .await?
+            .ok_or(ApiError::Unauthorized("Invalid API key"))?;
+        Ok(Auth {
+            user_id: p.user_id,
+            key_id: p.key_id,
+            tier: p.tier,
+        })
+    }
+}

@@ -1,0 +1,166 @@
+//! Stellar Gate's billing sidecar: the only writer of the account DB.
+//!
+//! A request flows `routes` → (`extract`: body limit, JSON, API-key auth) → `accounts` for keys
+//! and usage, or a provider in `providers/` (one module per provider behind the `Provider`
+//! trait) for checkout and webhooks. Providers only translate; every subscription change goes
+//! through the state machine in `subscription`, which applies it, its audit row and its
+//! change-feed row in one transaction. `scheduler` runs Toss renewals and grace-period expiry.
+//! `error` is the one error type, turned into JSON at one boundary.
+//!
+//! Files: `settings` (config sections), `crypto` (billing keys at rest), `metrics`, `state`.
+
+pub mod accounts;
+pub mod crypto;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod providers;
+pub mod routes;
+pub mod scheduler;
+pub mod settings;
+pub mod state;
+pub mod subscription;
+
+use settings::Settings;
+use state::AppState;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use stellar_common::db::{redact_url, DbOptions};
+use stellar_common::Db;
+use tokio::net::TcpListener;
+
+/// How long in-flight requests may take to finish after shutdown is signalled.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Connect and migrate the account DB, start the metrics listener and the scheduler, and serve
+/// on `listener` until `shutdown` resolves; then stop accepting and drain (bounded).
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let url = settings.common.account_db_url();
+    let db = Db::connect(&url, &DbOptions::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the account DB {}: {e}", redact_url(&url)))?;
+    db.migrate()
+        .await
+        .map_err(|e| anyhow::anyhow!("migrating the account DB failed: {e}"))?;
+
+    let settings = Arc::new(settings);
+    let metrics = Arc::new(metrics::Metrics::new());
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("stellar-billing/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .build()?;
+    let providers = Arc::new(providers::Providers::new(
+        settings.clone(),
+        http,
+        db.clone(),
+        metrics.clone(),
+    ));
+    let state = AppState {
+        db: db.clone(),
+        settings: settings.clone(),
+        metrics: metrics.clone(),
+        providers,
+    };
+    {
+        use providers::Provider;
+        let p = &state.providers;
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            lemonsqueezy = p.lemon.configured(),
+            stripe = p.stripe.configured(),
+            toss = p.toss.configured(),
+            "billing listening"
+        );
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics_listener = TcpListener::bind(settings.billing.metrics_addr)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot bind billing.metrics_addr {}: {e}",
+                settings.billing.metrics_addr
+            )
+        })?;
+    let metrics_task = tokio::spawn(serve_metrics(
+        metrics_listener,
+        metrics.clone(),
+        db.clone(),
+        stop_rx.clone(),
+    ));
+    let scheduler = tokio::spawn(scheduler::run(state.clone(), stop_rx.clone()));
+
+    let app = routes::router(state);
+    let mut stop_for_server = stop_rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop_for_server.changed().await;
+    });
+    let server = tokio::spawn(std::future::IntoFuture::into_future(server));
+    shutdown.await;
+    tracing::info!("shutting down: no new connections; draining");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(DRAIN, server).await {
+        Ok(r) => r??,
+        Err(_) => tracing::warn!("drain timed out; closing"),
+    }
+    let _ = tokio::time::timeout(DRAIN, scheduler).await;
+    let _ = metrics_task.await;
+    db.close().await;
+    Ok(())
+}
+
+async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<metrics::Metrics>,
+    db: Db,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use axum::routing::get;
+    let m = metrics.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    m.render(),
+                )
+            }),
+        )
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let db = db.clone();
+                async move {
+                    if db.ping().await {
+                        (
+                            axum::http::StatusCode::OK,
+                            axum::Json(serde_json::json!({"status": "ready"})),
+                        )
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            axum::Json(serde_json::json!({"detail": "account DB unreachable"})),
+                        )
+                    }
+                }
+            }),
+        );
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.changed().await;
+        })
+        .await;
+}

@@ -1,0 +1,61 @@
+//! `stellar-billing`: parse flags and configuration, then run the library.
+
+use clap::Parser;
+use std::path::PathBuf;
+use stellar_common::config::{exit_on_error, Config};
+
+/// The Stellar Gate billing sidecar: accounts and keys, checkout (Lemon Squeezy, Stripe,
+/// TossPayments), verified webhooks, recurring Toss charges, landing and dashboard files.
+///
+/// Every setting is in config/stellar.toml ([billing], [lemon], [stripe], [toss]) and can be set
+/// from the environment (STELLAR_BILLING_ADDR, STRIPE_SECRET_KEY, LEMON_WEBHOOK_SECRET, …).
+#[derive(Parser)]
+#[command(name = "stellar-billing", version)]
+struct Cli {
+    /// Configuration file layered over the defaults (also STELLAR_CONFIG).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    stellar_common::telemetry::init_tracing("stellar-billing");
+    let config = exit_on_error(Config::load(cli.config.as_deref()));
+    let settings = exit_on_error(stellar_billing::settings::Settings::from_config(&config));
+    let listener = match tokio::net::TcpListener::bind(settings.billing.addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "error: cannot listen on billing.addr {}: {e}",
+                settings.billing.addr
+            );
+            std::process::exit(69);
+        }
+    };
+    if let Err(e) = stellar_billing::run(settings, listener, shutdown_signal()).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,142 @@
+//! `/auth/*`: registration, keys, usage.
+
+use crate::accounts::{self, normalize_email, Registered};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{parse_json, Auth, JsonBody, RawBody};
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+#[derive(Deserialize)]
+pub struct RegisterBody {
+    email: String,
+}
+
+pub async fn register(
+    State(st): State<AppState>,
+    JsonBody(body): JsonBody<RegisterBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let email = normalize_email(&body.email)
+        .ok_or_else(|| ApiError::Unprocessable("Invalid email address".into()))?;
+    let free = st.settings.tiers.default_tier().name.clone();
+    match accounts::register(&st.db, &email, &free).await? {
+        Registered::Created { user_id, tier, key } => {
+            st.metrics.accounts.with_label_values(&["registered"]).inc();
+            tracing::info!(%user_id, "account registered");
+            Ok((
+                StatusCode::CREATED,
+                Json(
+                    json!({"user_id": user_id, "email": email, "tier": tier, "api_key": key.plaintext}),
+                ),
+            ))
+        }
+        Registered::AlreadyExists => {
+            st.metrics
+                .accounts
+                .with_label_values(&["duplicate_email"])
+                .inc();
+            Err(ApiError::Conflict("Email already registered".into()))
+        }
+    }
+}
+
+pub async fn list_keys(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
+    let keys = accounts::list_keys(&st.db, auth.user_id).await?;
+    Ok(Json(json!({ "keys": keys })))
+}
+
+#[derive(Deserialize, Default)]
+pub struct CreateKeyBody {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+pub async fn create_key(
+    State(st): State<AppState>,
+    auth: Auth,
+    RawBody(raw): RawBody,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    // The body is optional: no body means the default name.
+    let body: CreateKeyBody = if raw.iter().all(u8::is_ascii_whitespace) {
+        CreateKeyBody::default()
+    } else {
+        parse_json(&raw)?
+    };
+    let name = body.name.map(|n| n.trim().to_string()).unwrap_or_default();
+    let name = if name.is_empty() {
+        "Default".to_string()
+    } else {
+        name
+    };
+    if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable(
+            "Key name must be 1–100 printable characters".into(),
+        ));
+    }
+    let tiers = st.settings.tiers.clone();
+    let (info, key) = accounts::create_key(&st.db, auth.user_id, &name, |t| {
+        tiers.get_or_default(t).max_api_keys
+    })
+    .await?;
+    st.metrics
+        .accounts
+        .with_label_values(&["key_created"])
+        .inc();
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"id": info.id, "name": info.name, "key_prefix": info.key_prefix, "api_key": key.plaintext, "created_at": info.created_at}),
+        ),
+    ))
+}
+
+pub async fn revoke_key(
+    State(st): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("Key not found".into()))?;
+    if !accounts::revoke_key(&st.db, auth.user_id, id).await? {
+        return Err(ApiError::NotFound("Key not found".into()));
+    }
+    st.metrics
+        .accounts
+        .with_label_values(&["key_revoked"])
+        .inc();
+    Ok(Json(json!({"id": id, "revoked": true})))
+}
+
+pub async fn usage(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
+    let user = accounts::user_by_id(&st.db, auth.user_id)
+        .await?
+        .ok_or(ApiError::Unauthorized("Invalid API key"))?;
+    let tier = st.settings.tiers.get_or_default(&user.tier);
+    let u = accounts::usage(&st.db, user.id).await?;
+    Ok(Json(json!({
+        "user_id": user.id,
+        "email": user.email,
+        "tier": user.tier,
+        "memories_used": u.memories_used,
+        "memories_limit": tier.max_memories,
+        "requests_per_minute": tier.requests_per_minute,
+        "keys_used": u.keys_used,
+        "keys_limit": tier.max_api_keys,
+        "agents_used": u.agents_used,
+        "agents_limit": tier.max_agents,
+        "subscription_status": user.subscription_status,
+        "current_period_end": user.current_period_end.map(|t| t.to_rfc3339()),
+        "cancel_at_period_end": user.cancel_at_period_end,
+        "provider": user.provider,
+    })))
+}
+
+pub async fn usage_history(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
+    let hours = accounts::usage_history(&st.db, auth.user_id, chrono::Utc::now()).await?;
+    Ok(Json(
+        json!({"hours": hours.into_iter().map(|(h, r)| json!({"hour_start": h, "requests": r})).collect::<Vec<_>>()}),
+    ))
+}

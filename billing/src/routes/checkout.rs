@@ -1,0 +1,262 @@
+//! `/billing/*`: plans, checkout with each provider, Toss confirmation, portal and cancel.
+
+use crate::accounts::{self, normalize_email};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Auth, JsonBody};
+use crate::providers::{CheckoutRequest, Provider};
+use crate::state::AppState;
+use crate::subscription;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use stellar_common::Tier;
+
+pub async fn tiers(State(st): State<AppState>) -> Json<Value> {
+    let p = &st.providers;
+    Json(json!({
+        "tiers": st.settings.tiers.all().iter().map(|t| json!({
+            "name": t.name, "max_memories": t.max_memories, "max_agents": t.max_agents,
+            "requests_per_minute": t.requests_per_minute, "max_api_keys": t.max_api_keys,
+            "price_usd": t.price_usd, "price_krw": t.price_krw,
+        })).collect::<Vec<_>>(),
+        "providers": {"lemonsqueezy": p.lemon.configured(), "stripe": p.stripe.configured(), "toss": p.toss.configured()},
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct CheckoutBody {
+    tier: String,
+    email: String,
+}
+
+fn paid_tier(st: &AppState, name: &str) -> ApiResult<Arc<Tier>> {
+    let name = name.trim().to_ascii_lowercase();
+    let t = st
+        .settings
+        .tiers
+        .get(&name)
+        .ok_or_else(|| ApiError::Unprocessable(format!("Unknown tier: {name}")))?;
+    if t.name == st.settings.tiers.default_tier().name {
+        return Err(ApiError::Unprocessable(
+            "The free tier needs no checkout; register instead".into(),
+        ));
+    }
+    Ok(t.clone())
+}
+
+async fn start_checkout(st: &AppState, provider: &str, body: &CheckoutBody) -> ApiResult<Value> {
+    let p = st
+        .providers
+        .by_path(provider)
+        .ok_or_else(|| ApiError::NotFound(format!("Unknown payment provider: {provider}")))?;
+    let tier = paid_tier(st, &body.tier)?;
+    let email = normalize_email(&body.email)
+        .ok_or_else(|| ApiError::Unprocessable("Invalid email address".into()))?;
+    if !p.configured() {
+        return Err(ApiError::Unavailable(format!(
+            "{provider} is not configured"
+        )));
+    }
+    // The webhook must find an account to upgrade: a new e-mail gets a free account (no key).
+    let user =
+        accounts::ensure_user(&st.db, &email, &st.settings.tiers.default_tier().name).await?;
+    let r = p
+        .checkout(CheckoutRequest {
+            user: &user,
+            tier: &tier,
+            email: &email,
+        })
+        .await;
+    st.metrics
+        .checkouts
+        .with_label_values(&[p.name(), if r.is_ok() { "ok" } else { "error" }])
+        .inc();
+    r
+}
+
+pub async fn checkout_json(
+    State(st): State<AppState>,
+    Path(provider): Path<String>,
+    JsonBody(body): JsonBody<CheckoutBody>,
+) -> ApiResult<Json<Value>> {
+    start_checkout(&st, &provider, &body).await.map(Json)
+}
+
+/// The GET form the landing page can link to: 303 to the provider's checkout.
+pub async fn checkout_redirect(
+    State(st): State<AppState>,
+    Path(provider): Path<String>,
+    Query(q): Query<CheckoutBody>,
+) -> ApiResult<Redirect> {
+    let v = start_checkout(&st, &provider, &q).await?;
+    let url = v["checkout_url"]
+        .as_str()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("checkout without url")))?;
+    Ok(Redirect::to(url))
+}
+
+#[derive(Deserialize)]
+pub struct ConfirmBody {
+    #[serde(rename = "customerKey")]
+    customer_key: String,
+    #[serde(rename = "authKey")]
+    auth_key: String,
+    tier: String,
+    email: String,
+}
+
+async fn confirm(st: &AppState, b: &ConfirmBody) -> ApiResult<Value> {
+    let tier = paid_tier(st, &b.tier)?;
+    let tier = st.providers.toss.tier_checked(&tier.name)?.clone();
+    let email = normalize_email(&b.email)
+        .ok_or_else(|| ApiError::Unprocessable("Invalid email address".into()))?;
+    let user = accounts::user_by_email(&st.db, &email)
+        .await?
+        .ok_or_else(|| ApiError::Forbidden("customerKey does not belong to this account".into()))?;
+    st.providers
+        .toss
+        .confirm(&user, &tier, b.customer_key.trim(), b.auth_key.trim())
+        .await
+}
+
+pub async fn toss_confirm(
+    State(st): State<AppState>,
+    JsonBody(b): JsonBody<ConfirmBody>,
+) -> ApiResult<Json<Value>> {
+    let r = confirm(&st, &b).await;
+    st.metrics
+        .checkouts
+        .with_label_values(&["toss_confirm", if r.is_ok() { "ok" } else { "error" }])
+        .inc();
+    let v = r?;
+    if v["subscription_status"] == "pending" {
+        return Err(ApiError::Unavailable(
+            v["detail"].as_str().unwrap_or("pending").to_string(),
+        ));
+    }
+    Ok(Json(v))
+}
+
+/// Toss's success redirect (`?customerKey=&authKey=` appended to our success_url): confirm on the
+/// server, then send the browser to the dashboard.
+pub async fn toss_success(State(st): State<AppState>, Query(b): Query<ConfirmBody>) -> Redirect {
+    let public = st.settings.public_url().to_string();
+    match confirm(&st, &b).await {
+        Ok(v) if v["subscription_status"] != "pending" => Redirect::to(&format!(
+            "{public}/dashboard?checkout=success&provider=toss"
+        )),
+        Ok(_) => Redirect::to(&format!(
+            "{public}/dashboard?checkout=pending&provider=toss"
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "toss confirmation failed");
+            let reason = if matches!(e, ApiError::PaymentDeclined(_)) {
+                "declined"
+            } else {
+                "error"
+            };
+            Redirect::to(&format!(
+                "{public}/?checkout=failed&provider=toss&reason={reason}"
+            ))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct FailQuery {
+    #[serde(default)]
+    code: String,
+}
+
+pub async fn toss_fail(State(st): State<AppState>, Query(q): Query<FailQuery>) -> Redirect {
+    let code: String = q
+        .code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(64)
+        .collect();
+    Redirect::to(&format!(
+        "{}/?checkout=failed&provider=toss&reason={code}",
+        st.settings.public_url()
+    ))
+}
+
+/// Billing's own Toss page: loads the SDK and starts `requestBillingAuth`.
+pub async fn toss_page(
+    State(st): State<AppState>,
+    Query(q): Query<CheckoutBody>,
+) -> ApiResult<Response> {
+    let v = start_checkout(&st, "toss", &q).await?;
+    let data = serde_json::to_string(&v)
+        .unwrap_or_default()
+        .replace('<', "\\u003c");
+    let sdk = v["sdk_url"].as_str().unwrap_or_default().replace('"', "");
+    let html = format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Stellar Memory – card registration</title></head><body>
+<main><h1>Registering your card with TossPayments…</h1><p id="status">Loading the payment window.</p></main>
+<script src="{sdk}"></script>
+<script>
+const c = {data};
+(async () => {{
+  try {{
+    const payment = TossPayments(c.client_key).payment({{ customerKey: c.customer_key }});
+    await payment.requestBillingAuth({{ method: "CARD", successUrl: c.success_url, failUrl: c.fail_url, customerEmail: c.customer_email }});
+  }} catch (e) {{
+    document.getElementById("status").textContent = "The payment window could not be opened: " + (e && e.message ? e.message : e);
+  }}
+}})();
+</script></body></html>"#
+    );
+    Ok(([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response())
+}
+
+pub async fn portal(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
+    let user = accounts::user_by_id(&st.db, auth.user_id)
+        .await?
+        .ok_or(ApiError::Unauthorized("Invalid API key"))?;
+    let p = user
+        .provider
+        .as_deref()
+        .and_then(|n| st.providers.by_stored(n))
+        .ok_or_else(|| ApiError::NotFound("No subscription for this account".into()))?;
+    Ok(Json(json!({"url": p.portal(&user).await?})))
+}
+
+pub async fn cancel(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
+    let user = accounts::user_by_id(&st.db, auth.user_id)
+        .await?
+        .ok_or(ApiError::Unauthorized("Invalid API key"))?;
+    if !matches!(
+        user.subscription_status.as_str(),
+        "active" | "past_due" | "cancelled"
+    ) {
+        return Err(ApiError::Conflict("No active subscription".into()));
+    }
+    if user.subscription_status == "cancelled" {
+        return Ok(Json(
+            json!({"subscription_status": "cancelled", "current_period_end": user.current_period_end.map(|t| t.to_rfc3339())}),
+        ));
+    }
+    let p = user
+        .provider
+        .as_deref()
+        .and_then(|n| st.providers.by_stored(n))
+        .ok_or_else(|| ApiError::NotFound("No subscription for this account".into()))?;
+    let mut ev = p.cancel(&user).await?;
+    // The provider's answer to our own call is the newest state there is, whatever its clock says.
+    if let Some(last) = user.provider_state_at {
+        ev.occurred_at = ev.occurred_at.max(last);
+    }
+    subscription::apply(&st.db, &ev, &st.settings.tiers.default_tier().name).await?;
+    let u = accounts::user_by_id(&st.db, user.id)
+        .await?
+        .ok_or(ApiError::Unauthorized("Invalid API key"))?;
+    Ok(Json(
+        json!({"subscription_status": u.subscription_status, "current_period_end": u.current_period_end.map(|t| t.to_rfc3339())}),
+    ))
+}

@@ -1,0 +1,56 @@
+//! The HTTP surface (docs/billing-api.md): accounts and keys, plans and checkout, webhooks,
+//! pages. Every error, including unknown paths and methods, is JSON.
+
+mod account;
+mod checkout;
+mod pages;
+mod webhooks;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.settings.billing.body_limit_bytes;
+    let webhook_limit = state.settings.billing.webhook_body_limit_bytes;
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/auth/register", post(account::register))
+        .route(
+            "/auth/api-keys",
+            get(account::list_keys).post(account::create_key),
+        )
+        .route("/auth/api-keys/{id}", delete(account::revoke_key))
+        .route("/auth/usage", get(account::usage))
+        .route("/auth/usage/history", get(account::usage_history))
+        .route("/billing/tiers", get(checkout::tiers))
+        .route("/billing/toss/confirm", post(checkout::toss_confirm))
+        .route("/billing/toss/pay", get(checkout::toss_page))
+        .route("/billing/toss/success", get(checkout::toss_success))
+        .route("/billing/toss/fail", get(checkout::toss_fail))
+        .route(
+            "/billing/{provider}/checkout",
+            post(checkout::checkout_json).get(checkout::checkout_redirect),
+        )
+        .route("/billing/portal", get(checkout::portal))
+        .route("/billing/cancel", post(checkout::cancel))
+        .route(
+            "/webhook/{provider}",
+            // The route's own limit wins over the router-wide one below.
+            post(webhooks::webhook).layer(DefaultBodyLimit::max(webhook_limit)),
+        )
+        .route("/", get(pages::index))
+        .route("/dashboard", get(pages::dashboard))
+        .route("/static/{*path}", get(pages::static_file))
+        .fallback(|| async { ApiError::NotFound("Not found".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("Method not allowed".into())
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}

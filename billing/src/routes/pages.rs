@@ -1,0 +1,79 @@
+//! The landing page, the dashboard and their static files, served from `billing.landing_dir`.
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use std::path::{Component, PathBuf};
+
+fn content_type(path: &std::path::Path) -> &'static str {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("html" | "htm") => "text/html; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("json" | "map") => "application/json",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gif") => "image/gif",
+        Some("webp") => "image/webp",
+        Some("ico") => "image/x-icon",
+        Some("woff2") => "font/woff2",
+        Some("woff") => "font/woff",
+        Some("txt") => "text/plain; charset=utf-8",
+        Some("webmanifest") => "application/manifest+json",
+        _ => "application/octet-stream",
+    }
+}
+
+async fn serve(st: &AppState, rel: PathBuf) -> ApiResult<Response> {
+    let path = st.settings.billing.landing_dir.join(rel);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => {
+            let cache = if path.extension().is_some_and(|e| e == "html") {
+                "no-cache"
+            } else {
+                "public, max-age=300"
+            };
+            Ok((
+                [
+                    (header::CONTENT_TYPE, content_type(&path)),
+                    (header::CACHE_CONTROL, cache),
+                ],
+                bytes,
+            )
+                .into_response())
+        }
+        Err(_) => Err(ApiError::NotFound("Not found".into())),
+    }
+}
+
+pub async fn index(State(st): State<AppState>) -> ApiResult<Response> {
+    serve(&st, PathBuf::from("index.html")).await
+}
+
+pub async fn dashboard(State(st): State<AppState>) -> ApiResult<Response> {
+    serve(&st, PathBuf::from("dashboard.html")).await
+}
+
+/// `/static/{path}`: only plain relative components, so nothing outside `landing/static` is
+/// reachable (no `..`, no absolute paths, no hidden files).
+pub async fn static_file(
+    State(st): State<AppState>,
+    Path(path): Path<String>,
+) -> ApiResult<Response> {
+    let mut rel = PathBuf::from("static");
+    for c in std::path::Path::new(&path).components() {
+        match c {
+            Component::Normal(s) if !s.to_string_lossy().starts_with('.') => rel.push(s),
+            _ => return Err(ApiError::NotFound("Not found".into())),
+        }
+    }
+    serve(&st, rel).await
+}

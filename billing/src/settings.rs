@@ -1,0 +1,146 @@
+//! Typed configuration of billing: the `[billing]`, `[lemon]`, `[stripe]` and `[toss]` sections
+//! of `config/stellar.toml` (every key documented there), checked once at start-up.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use stellar_common::{CommonConfig, Config, ConfigError, Tiers};
+
+/// `[billing]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingSection {
+    pub addr: SocketAddr,
+    pub public_url: String,
+    pub metrics_addr: SocketAddr,
+    pub landing_dir: PathBuf,
+    pub body_limit_bytes: usize,
+    pub webhook_body_limit_bytes: usize,
+    pub scheduler_interval_secs: f64,
+    pub past_due_grace_secs: i64,
+    pub provider_timeout_secs: f64,
+}
+
+/// `[lemon]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LemonSection {
+    pub api_key: String,
+    pub store_id: String,
+    pub variant_pro: String,
+    pub variant_team: String,
+    pub webhook_secret: String,
+    pub api_base: String,
+    pub test_mode: bool,
+}
+
+/// `[stripe]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeSection {
+    pub secret_key: String,
+    pub webhook_secret: String,
+    pub price_pro: String,
+    pub price_team: String,
+    pub api_base: String,
+    pub webhook_tolerance_secs: i64,
+}
+
+/// `[toss]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TossSection {
+    pub secret_key: String,
+    pub client_key: String,
+    pub webhook_secret: String,
+    pub encryption_key: String,
+    pub api_base: String,
+    pub sdk_url: String,
+    pub timeout_secs: f64,
+    pub retry_schedule_secs: Vec<u64>,
+}
+
+/// Everything billing reads, decoded and validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub common: CommonConfig,
+    pub billing: BillingSection,
+    pub lemon: LemonSection,
+    pub stripe: StripeSection,
+    pub toss: TossSection,
+    pub tiers: Tiers,
+    /// The decoded Toss encryption key (present whenever Toss is configured).
+    pub toss_key: Option<[u8; 32]>,
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        source_name: "configuration".into(),
+        message: message.into(),
+    }
+}
+
+impl Settings {
+    /// Decode and check every section; the first problem is returned with its key.
+    pub fn from_config(config: &Config) -> Result<Settings, ConfigError> {
+        let common = config.common()?;
+        let billing: BillingSection = config.section("billing")?;
+        let lemon: LemonSection = config.section("lemon")?;
+        let stripe: StripeSection = config.section("stripe")?;
+        let toss: TossSection = config.section("toss")?;
+        let tiers =
+            Tiers::load(&common.tiers_file).map_err(|e| invalid("tiers_file", e.to_string()))?;
+        if billing.body_limit_bytes < 1024 {
+            return Err(invalid("billing.body_limit_bytes", "must be at least 1024"));
+        }
+        if billing.scheduler_interval_secs.is_nan() || billing.scheduler_interval_secs <= 0.0 {
+            return Err(invalid(
+                "billing.scheduler_interval_secs",
+                "must be positive",
+            ));
+        }
+        if url::Url::parse(&billing.public_url).is_err() {
+            return Err(invalid("billing.public_url", "must be an absolute URL"));
+        }
+        for (key, base) in [
+            ("lemon.api_base", &lemon.api_base),
+            ("stripe.api_base", &stripe.api_base),
+            ("toss.api_base", &toss.api_base),
+        ] {
+            if url::Url::parse(base).is_err() {
+                return Err(invalid(key, "must be an absolute URL"));
+            }
+        }
+        let toss_configured =
+            !toss.secret_key.trim().is_empty() && !toss.client_key.trim().is_empty();
+        let toss_key = if toss_configured {
+            Some(crate::crypto::parse_key(&toss.encryption_key).map_err(|m| {
+                invalid(
+                    "toss.encryption_key",
+                    format!("{m}; Toss is configured, so billing keys need a 32-byte AES key (TOSS_ENCRYPTION_KEY, e.g. `openssl rand -hex 32`)"),
+                )
+            })?)
+        } else {
+            None
+        };
+        Ok(Settings {
+            common,
+            billing,
+            lemon,
+            stripe,
+            toss,
+            tiers,
+            toss_key,
+        })
+    }
+
+    pub fn public_url(&self) -> &str {
+        self.billing.public_url.trim_end_matches('/')
+    }
+
+    pub fn provider_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.billing.provider_timeout_secs.max(0.1))
+    }
+}

@@ -1,0 +1,472 @@
+/* Stellar Gate dashboard: sign in with an API key (sessionStorage only), usage, keys, billing. */
+(function () {
+  "use strict";
+  const S = window.Stellar;
+  const { h, s, fmt, api, say } = S;
+
+  const $ = (id) => document.getElementById(id);
+  const PROVIDER_NAMES = { lemonsqueezy: "Lemon Squeezy", stripe: "Stripe", toss: "TossPayments" };
+  const STATUS_LABELS = {
+    none: "No subscription",
+    active: "Active",
+    cancelled: "Cancelled",
+    past_due: "Payment past due",
+    expired: "Expired",
+  };
+
+  let key = null;
+  let usage = null;
+  let loading = false;
+
+  function show(view) {
+    $("signin-view").hidden = view !== "signin";
+    $("account-view").hidden = view !== "account";
+    $("signout").hidden = view !== "account";
+  }
+
+  function signOut(message) {
+    S.session.clear();
+    key = null;
+    usage = null;
+    $("keys-body").replaceChildren();
+    $("chart").replaceChildren();
+    $("created-key").hidden = true;
+    show("signin");
+    const input = $("signin-key");
+    input.value = "";
+    say($("signin-error"), message || "");
+    input.focus();
+  }
+
+  /* ---------- sign in ---------- */
+
+  async function onSignin(e) {
+    e.preventDefault();
+    const input = $("signin-key");
+    const err = $("signin-error");
+    const candidate = input.value.trim();
+    say(err, "");
+    input.removeAttribute("aria-invalid");
+    if (!S.KEY_RE.test(candidate)) {
+      input.setAttribute("aria-invalid", "true");
+      say(err, "That doesn't look like a Stellar Gate key: it is sk-stellar- followed by 32 characters 0–9 and a–f.");
+      input.focus();
+      return;
+    }
+    const btn = $("signin-submit");
+    btn.disabled = true;
+    btn.textContent = "Signing in…";
+    const res = await api("GET", "/auth/usage", { key: candidate });
+    btn.disabled = false;
+    btn.textContent = "Sign in";
+    if (res.status === 401 || res.status === 403) {
+      input.setAttribute("aria-invalid", "true");
+      say(err, "This key isn't valid, or it has been revoked.");
+      input.focus();
+      return;
+    }
+    if (!res.ok || !res.data) {
+      say(err, S.errorText(res, "Sign-in failed"));
+      return;
+    }
+    key = candidate;
+    S.session.set(key);
+    input.value = "";
+    show("account");
+    renderUsage(res.data);
+    $("dash-error").textContent = "";
+    await refresh({ skipUsage: true });
+    $("main").focus?.();
+  }
+
+  /* ---------- loading ---------- */
+
+  async function refresh(opts) {
+    if (!key || loading) return;
+    loading = true;
+    $("refresh").disabled = true;
+    const skipUsage = opts && opts.skipUsage;
+    const [u, k, hist, tiers] = await Promise.all([
+      skipUsage ? Promise.resolve(null) : api("GET", "/auth/usage", { key }),
+      api("GET", "/auth/api-keys", { key }),
+      api("GET", "/auth/usage/history", { key }),
+      S.tiers(),
+    ]);
+    loading = false;
+    $("refresh").disabled = false;
+    if ((u && u.status === 401) || k.status === 401) {
+      signOut("Your key is no longer valid (it may have been revoked). Sign in with another key.");
+      return;
+    }
+    const problems = [];
+    if (u) {
+      if (u.ok && u.data) renderUsage(u.data);
+      else problems.push(S.errorText(u, "Loading usage failed"));
+    }
+    if (k.ok && k.data && Array.isArray(k.data.keys)) renderKeys(k.data.keys);
+    else problems.push(S.errorText(k, "Loading keys failed"));
+    if (hist.ok && hist.data && Array.isArray(hist.data.hours)) renderChart(hist.data.hours);
+    else {
+      $("chart").replaceChildren(h("p", { class: "sub" }, "The request history is not available right now."));
+      $("chart-total").textContent = "";
+    }
+    renderUpgrade(tiers);
+    say($("dash-error"), problems.join(" "));
+  }
+
+  /* ---------- usage and plan ---------- */
+
+  function renderUsage(u) {
+    usage = u;
+    try {
+      if (u.email) sessionStorage.setItem("stellar-gate.email", u.email);
+    } catch (e) {
+      /* not important */
+    }
+    const who = $("who");
+    who.replaceChildren("Signed in as ", h("strong", null, u.email || "—"), " with key ", h("code", null, `${key.slice(0, 15)}…`));
+
+    $("tier").textContent = u.tier;
+
+    const st = u.subscription_status || "none";
+    const badge = $("sub-status");
+    badge.className = `status status-${st}`;
+    badge.textContent = STATUS_LABELS[st] || st;
+    let period = "";
+    if (u.current_period_end) {
+      const ending = st === "cancelled" || st === "expired" || u.cancel_at_period_end;
+      period = `${ending ? "Ends" : "Renews"} ${fmt.date(u.current_period_end)}`;
+    }
+    $("period").textContent = period;
+
+    const used = Number(u.memories_used) || 0;
+    const limit = Number(u.memories_limit) || 0;
+    $("memories").replaceChildren(fmt.int(used), h("small", null, ` / ${fmt.int(limit)}`));
+    const pct = limit > 0 ? Math.min(100, (used / limit) * 100) : 0;
+    const meter = $("mem-meter");
+    meter.setAttribute("aria-valuenow", String(used));
+    meter.setAttribute("aria-valuemax", String(limit));
+    meter.setAttribute("aria-valuetext", `${fmt.int(used)} of ${fmt.int(limit)} memories`);
+    meter.classList.toggle("high", pct >= 90);
+    meter.firstElementChild.style.width = `${used > 0 ? Math.max(pct, 1.5) : 0}%`;
+    $("mem-pct").textContent =
+      used === 0 ? "None stored yet" : pct < 1 ? "Less than 1% used" : `${Math.round(pct)}% used`;
+
+    $("rpm").textContent = fmt.int(u.requests_per_minute);
+    $("keys-count").replaceChildren(fmt.int(u.keys_used), h("small", null, ` / ${fmt.int(u.keys_limit)}`));
+    $("agents").textContent =
+      u.agents_limit !== undefined
+        ? `Agents: ${fmt.int(u.agents_used || 0)} / ${fmt.int(u.agents_limit)}`
+        : "";
+
+    // Subscription panel.
+    const provider = PROVIDER_NAMES[u.provider] || u.provider || "";
+    const tierName = fmt.title(u.tier);
+    let text;
+    if (st === "active" && u.cancel_at_period_end) {
+      text = `Cancelled: your ${tierName} plan stays until ${fmt.date(u.current_period_end)}.`;
+    } else if (st === "active") {
+      text = `${tierName} plan, renews ${fmt.date(u.current_period_end)}${provider ? `, paid with ${provider}` : ""}.`;
+    } else if (st === "cancelled") {
+      text = `Cancelled: your ${tierName} plan stays until ${fmt.date(u.current_period_end)}, then the account moves to the free plan.`;
+    } else if (st === "past_due") {
+      text = `The last payment for ${tierName} failed. Update your payment method to keep the plan.`;
+    } else if (st === "expired") {
+      text = `Your subscription has ended; the account is on the ${tierName} plan.`;
+    } else {
+      text = `You are on the ${tierName} plan. Upgrade for more memories, agents, keys and requests.`;
+    }
+    $("billing-text").textContent = text;
+    const hasSub = u.provider && (st === "active" || st === "cancelled" || st === "past_due");
+    // Toss has no hosted portal: this panel is where a Toss subscription is managed.
+    $("portal").hidden = !hasSub || u.provider === "toss";
+    $("cancel-sub").hidden = !(st === "active" && !u.cancel_at_period_end);
+
+    const create = $("create-key");
+    const full = Number(u.keys_used) >= Number(u.keys_limit);
+    create.title = full ? "Your plan's key limit is reached" : "";
+  }
+
+  function renderUpgrade(tiersRes) {
+    const link = $("upgrade");
+    if (!usage || !tiersRes || !tiersRes.ok || !tiersRes.data) {
+      link.href = "/#pricing";
+      link.textContent = "See plans";
+      return;
+    }
+    const list = tiersRes.data.tiers || [];
+    const i = list.findIndex((t) => t.name === usage.tier);
+    const next = i >= 0 ? list[i + 1] : null;
+    if (next) {
+      link.hidden = false;
+      link.href = `/?subscribe=${encodeURIComponent(next.name)}#pricing`;
+      link.textContent = `Upgrade to ${fmt.title(next.name)}`;
+    } else {
+      link.hidden = false;
+      link.href = "/#pricing";
+      link.textContent = "See plans";
+    }
+  }
+
+  async function onPortal(e) {
+    const btn = e.currentTarget;
+    const err = $("billing-error");
+    say(err, "");
+    btn.disabled = true;
+    const res = await api("GET", "/billing/portal", { key });
+    btn.disabled = false;
+    let url = null;
+    try {
+      const u = new URL(res.data && res.data.url, location.href);
+      if (u.protocol === "https:" || u.protocol === "http:") url = u.href;
+    } catch (x) {
+      url = null;
+    }
+    if (!res.ok || !url) {
+      say(err, S.errorText(res, "Opening the billing portal failed"));
+      return;
+    }
+    location.assign(url);
+  }
+
+  async function onCancelSub(e) {
+    const opener = e.currentTarget;
+    const until = usage && usage.current_period_end ? fmt.date(usage.current_period_end) : "the end of the paid period";
+    const ok = await S.confirmDialog({
+      title: "Cancel your subscription?",
+      text: `You keep the ${fmt.title(usage && usage.tier)} plan until ${until}; after that the account moves to the free plan. Your memories are kept, but stores beyond the free limit are refused.`,
+      confirmLabel: "Cancel subscription",
+      cancelLabel: "Keep subscription",
+      opener,
+    });
+    if (!ok) return;
+    const res = await api("POST", "/billing/cancel", { key });
+    if (!res.ok) {
+      say($("billing-error"), S.errorText(res, "Cancelling failed"));
+      return;
+    }
+    say($("dash-status"), `Subscription cancelled. It stays active until ${fmt.date(res.data && res.data.current_period_end)}.`);
+    refresh();
+  }
+
+  /* ---------- keys ---------- */
+
+  function renderKeys(keys) {
+    const body = $("keys-body");
+    if (!keys.length) {
+      body.replaceChildren(h("tr", null, h("td", { colspan: "5" }, "No keys.")));
+      return;
+    }
+    body.replaceChildren(
+      ...keys.map((k) => {
+        const current = k.is_active && k.key_prefix && key && key.startsWith(k.key_prefix);
+        return h(
+          "tr",
+          { class: k.is_active ? "" : "revoked", "data-key-id": k.id },
+          h(
+            "td",
+            { "data-label": "Name" },
+            k.name || "Default",
+            current ? h("span", { class: "tag" }, "this session") : null,
+            k.is_active ? null : h("span", { class: "tag off" }, "revoked"),
+          ),
+          h("td", { "data-label": "Key" }, h("code", null, `${k.key_prefix}…`)),
+          h("td", { "data-label": "Created" }, fmt.dateTime(k.created_at)),
+          h("td", { "data-label": "Last used" }, k.last_used_at ? fmt.dateTime(k.last_used_at) : "Never"),
+          h(
+            "td",
+            { class: "actions" },
+            k.is_active
+              ? h(
+                  "button",
+                  {
+                    class: "btn btn-danger btn-sm",
+                    type: "button",
+                    "aria-label": `Revoke key ${k.name || "Default"} (${k.key_prefix}…)`,
+                    onclick: (e) => onRevoke(k, current, e.currentTarget),
+                  },
+                  "Revoke",
+                )
+              : null,
+          ),
+        );
+      }),
+    );
+  }
+
+  async function onRevoke(k, current, opener) {
+    const name = k.name || "Default";
+    const ok = await S.confirmDialog({
+      title: `Revoke “${name}”?`,
+      text:
+        `Requests with ${k.key_prefix}… will get 401 within a second. This can't be undone.` +
+        (current ? " It is the key you are signed in with, so you will be signed out." : ""),
+      confirmLabel: "Revoke key",
+      cancelLabel: "Keep key",
+      opener,
+    });
+    if (!ok) return;
+    const res = await api("DELETE", `/auth/api-keys/${encodeURIComponent(k.id)}`, { key });
+    if (!res.ok) {
+      say($("keys-error"), S.errorText(res, "Revoking the key failed"));
+      return;
+    }
+    if (current) {
+      signOut(`Key “${name}” was revoked. Sign in with another key.`);
+      return;
+    }
+    say($("dash-status"), `Key “${name}” revoked.`);
+    await refresh();
+    $("keys-title").focus?.();
+  }
+
+  async function onCreateKey(e) {
+    e.preventDefault();
+    const nameEl = $("new-key-name");
+    const err = $("keys-error");
+    const btn = $("create-key");
+    say(err, "");
+    const name = nameEl.value.trim();
+    btn.disabled = true;
+    const res = await api("POST", "/auth/api-keys", { key, body: name ? { name } : {} });
+    btn.disabled = false;
+    if (!res.ok || !res.data || typeof res.data.api_key !== "string") {
+      let text = S.errorText(res, "Creating the key failed");
+      if (res.status === 403 && !/revoke|upgrade/i.test(text)) {
+        text = `${text.replace(/\.?$/, ".")} Revoke a key you no longer use, or upgrade for more keys.`;
+      }
+      say(err, text);
+      return;
+    }
+    nameEl.value = "";
+    const box = $("created-key");
+    $("created-key-title").textContent = `New key “${res.data.name || name || "Default"}”`;
+    $("created-key-value").textContent = res.data.api_key;
+    $("copy-created").onclick = (ev) => S.copyText(res.data.api_key, ev.currentTarget, $("created-key-value"));
+    box.hidden = false;
+    box.focus();
+    refresh();
+  }
+
+  /* ---------- chart: requests per hour, inline SVG ---------- */
+
+  function renderChart(hours) {
+    const box = $("chart");
+    const W = 480;
+    const H = 170;
+    const padL = 34;
+    const padR = 6;
+    const padT = 10;
+    const padB = 24;
+    const n = hours.length || 1;
+    const values = hours.map((x) => Math.max(0, Number(x.requests) || 0));
+    const total = values.reduce((a, b) => a + b, 0);
+    const max = Math.max(1, ...values);
+    const peakIdx = total > 0 ? values.indexOf(max) : -1;
+    const slot = (W - padL - padR) / n;
+    const bw = Math.max(2, slot * 0.72);
+    const plotH = H - padT - padB;
+
+    const summary =
+      total === 0
+        ? "No requests in the last 24 hours."
+        : `${fmt.int(total)} requests in the last 24 hours; busiest hour ${fmt.hour(hours[peakIdx].hour_start)} with ${fmt.int(max)}.`;
+    $("chart-total").textContent = `${fmt.plural(total, "request", "requests")} in 24 h`;
+
+    const svg = s("svg", {
+      viewBox: `0 0 ${W} ${H}`,
+      role: "img",
+      "aria-label": summary,
+      preserveAspectRatio: "xMidYMid meet",
+    });
+    svg.append(s("title", null, summary));
+    // Axis and max label.
+    svg.append(
+      s("line", { class: "axis", x1: padL, y1: padT + plotH, x2: W - padR, y2: padT + plotH }),
+      s("line", { class: "axis", x1: padL, y1: padT, x2: W - padR, y2: padT, "stroke-dasharray": "3 4", opacity: "0.6" }),
+      s("text", { x: padL - 6, y: padT + 4, "text-anchor": "end" }, fmt.int(max)),
+      s("text", { x: padL - 6, y: padT + plotH + 4, "text-anchor": "end" }, "0"),
+    );
+    values.forEach((v, i) => {
+      const bh = v > 0 ? Math.max(2, (v / max) * plotH) : 0;
+      const x = padL + i * slot + (slot - bw) / 2;
+      const label = `${fmt.hour(hours[i].hour_start)}: ${fmt.plural(v, "request", "requests")}`;
+      svg.append(
+        s(
+          "rect",
+          {
+            class: `bar-rect${i === peakIdx ? " peak" : ""}`,
+            x: x.toFixed(1),
+            y: (padT + plotH - bh).toFixed(1),
+            width: bw.toFixed(1),
+            height: bh.toFixed(1),
+            rx: "2",
+            "data-requests": String(v),
+          },
+          s("title", null, label),
+        ),
+      );
+      if (i % 6 === 0 || i === n - 1) {
+        svg.append(
+          s(
+            "text",
+            { x: (padL + i * slot + slot / 2).toFixed(1), y: H - 6, "text-anchor": "middle" },
+            i === n - 1 ? "now" : fmt.hour(hours[i].hour_start),
+          ),
+        );
+      }
+    });
+    box.replaceChildren(svg);
+    if (total === 0) box.append(h("p", { class: "sub" }, "No requests yet — your first call will show up here."));
+  }
+
+  /* ---------- start ---------- */
+
+  function init() {
+    S.setupModal($("confirm-dialog"));
+    $("signin-form").addEventListener("submit", onSignin);
+    $("signout").addEventListener("click", () => signOut("Signed out."));
+    $("refresh").addEventListener("click", () => refresh());
+    $("create-key-form").addEventListener("submit", onCreateKey);
+    $("portal").addEventListener("click", onPortal);
+    $("cancel-sub").addEventListener("click", onCancelSub);
+    $("created-done").addEventListener("click", () => {
+      $("created-key").hidden = true;
+      $("created-key-value").textContent = "";
+      $("new-key-name").focus();
+    });
+    $("keys-title").setAttribute("tabindex", "-1");
+    $("main").setAttribute("tabindex", "-1");
+
+    // Where Lemon Squeezy and Stripe send the customer back after paying.
+    const params = new URLSearchParams(location.search);
+    if (params.get("checkout") === "success") {
+      say(
+        $("banner"),
+        "Thank you! Your payment went through. The new plan shows here as soon as the payment provider confirms it, usually within seconds; press Refresh if it doesn't.",
+      );
+    } else if (params.get("checkout") === "pending") {
+      say(
+        $("banner"),
+        "Your card is registered and the first charge is being processed. The plan shows here once it is confirmed; press Refresh in a moment.",
+      );
+    }
+
+    if (params.has("checkout")) {
+      // Shown once: a reload or a bookmark should not thank anyone again.
+      history.replaceState(null, "", location.pathname + location.hash);
+    }
+
+    const saved = S.session.get();
+    if (saved && S.KEY_RE.test(saved)) {
+      key = saved;
+      show("account");
+      refresh();
+    } else {
+      show("signin");
+    }
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();
