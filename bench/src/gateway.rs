@@ -1,0 +1,524 @@
+//! `stellar-bench gateway`: what the gateway costs, measured against the same upstream three
+//! ways in one run — (a) the engine directly, (b) through the gateway with auth, limiter and
+//! quota on (tier limits so large nothing is refused), (c) through nginx as a plain
+//! `proxy_pass` with upstream keep-alive and no auth — plus the gateway's memory with 100,000
+//! distinct cached keys, the cost of the Redis limiter per request, and two gateways sharing
+//! one Redis.
+//!
+//! Throughput and latency percentiles come from `wrk` (closed loop, `--latency`); the "p99
+//! added at half load" figure comes from an open-loop paced client at half of (a)'s peak rate.
+//! The request is `GET /api/v1/stats` of one tenant, the cheapest engine call, so the proxy's
+//! own cost dominates the difference. Everything runs on this machine: load generator, proxies
+//! and engine share the cores, which the report states.
+
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use stellar_tests::accounts;
+use stellar_tests::spawn::{free_addr, Service, TempDir};
+
+/// Options of `stellar-bench gateway`.
+#[derive(Debug, Clone)]
+pub struct GatewayBenchOpts {
+    /// Directory with the release binaries (stellar-engine, stellar-gateway).
+    pub bin_dir: PathBuf,
+    /// Seconds per wrk run.
+    pub duration_secs: u64,
+    /// Concurrent connections per wrk run.
+    pub connections: u32,
+    /// Distinct keys for the memory measurement (0 = skip).
+    pub rss_keys: usize,
+    /// Also measure the Redis limiter and two gateways sharing it (needs `redis-server`).
+    pub redis: bool,
+}
+
+impl Default for GatewayBenchOpts {
+    fn default() -> Self {
+        GatewayBenchOpts {
+            bin_dir: PathBuf::from("target/release"),
+            duration_secs: 10,
+            connections: 64,
+            rss_keys: 100_000,
+            redis: true,
+        }
+    }
+}
+
+const TIERS: &str = "[free]\nmax_memories = 100000000\nmax_agents = 100\nrequests_per_minute = 1000000000\nburst = 1000000000\nmax_api_keys = 5\nprice_usd = 0\nprice_krw = 0\n";
+
+#[derive(Debug, Clone, Copy, Default)]
+struct WrkResult {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    non2xx: u64,
+}
+
+fn parse_latency(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (num, mult) = if let Some(v) = s.strip_suffix("us") {
+        (v, 0.001)
+    } else if let Some(v) = s.strip_suffix("ms") {
+        (v, 1.0)
+    } else if let Some(v) = s.strip_suffix('s') {
+        (v, 1000.0)
+    } else {
+        (s, 1.0)
+    };
+    num.parse::<f64>().ok().map(|v| v * mult)
+}
+
+fn parse_wrk(out: &str) -> WrkResult {
+    let mut r = WrkResult::default();
+    for line in out.lines() {
+        let t = line.trim();
+        if let Some(v) = t.strip_prefix("Requests/sec:") {
+            r.rps = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = t.strip_prefix("50%") {
+            r.p50_ms = parse_latency(v).unwrap_or(0.0);
+        } else if let Some(v) = t.strip_prefix("99%") {
+            r.p99_ms = parse_latency(v).unwrap_or(0.0);
+        } else if let Some(v) = t.strip_prefix("Non-2xx or 3xx responses:") {
+            r.non2xx = v.trim().parse().unwrap_or(0);
+        }
+    }
+    r
+}
+
+fn wrk_cmd(url: &str, headers: &[(&str, String)], secs: u64, conns: u32) -> Command {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t2",
+        &format!("-c{conns}"),
+        &format!("-d{secs}s"),
+        "--latency",
+    ]);
+    for (k, v) in headers {
+        cmd.arg("-H").arg(format!("{k}: {v}"));
+    }
+    cmd.arg(url).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
+fn wrk(url: &str, headers: &[(&str, String)], secs: u64, conns: u32) -> anyhow::Result<WrkResult> {
+    let out = wrk_cmd(url, headers, secs, conns)
+        .output()
+        .context("running wrk (is it installed?)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r = parse_wrk(&text);
+    anyhow::ensure!(
+        r.rps > 0.0,
+        "wrk produced no result: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(r)
+}
+
+/// Open-loop load at `rate` req/s for `secs`: latency percentiles (ms) without coordinated
+/// omission (each request is timed from its scheduled start).
+async fn paced(
+    url: &str,
+    headers: &[(&str, String)],
+    rate: f64,
+    secs: u64,
+) -> anyhow::Result<(f64, f64, usize)> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let workers = 64usize;
+    let per_worker = rate / workers as f64;
+    let interval = Duration::from_secs_f64(1.0 / per_worker.max(0.001));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let client = client.clone();
+        let url = url.to_string();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut next = Instant::now() + interval.mul_f64(w as f64 / workers as f64);
+            let mut errors = 0usize;
+            while next < deadline {
+                tokio::time::sleep_until(next.into()).await;
+                let mut req = client.get(&url);
+                for (k, v) in &headers {
+                    req = req.header(k, v);
+                }
+                match req.send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        lat.push(next.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    _ => errors += 1,
+                }
+                next += interval;
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        all.extend(l);
+        errors += e;
+    }
+    all.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Ok((pct(0.5), pct(0.99), errors))
+}
+
+struct Nginx {
+    child: Child,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_nginx(dir: &Path, listen: &str, upstream: &str) -> anyhow::Result<Nginx> {
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let conf = format!(
+        "worker_processes 2;\ndaemon off;\npid {pid};\nerror_log {dir}/logs/error.log warn;\nevents {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {dir}/tmp;\n  proxy_temp_path {dir}/tmp;\n  fastcgi_temp_path {dir}/tmp;\n  uwsgi_temp_path {dir}/tmp;\n  scgi_temp_path {dir}/tmp;\n\
+         upstream engine {{ server {upstream}; keepalive 128; }}\n\
+         server {{\n    listen {listen};\n    location / {{\n      proxy_pass http://engine;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
+        pid = dir.join("nginx.pid").display(),
+        dir = dir.display(),
+    );
+    std::fs::create_dir_all(dir.join("tmp"))?;
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf)?;
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting nginx")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(listen).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "nginx did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Nginx { child })
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn gateway_env(
+    addr: &str,
+    metrics: &str,
+    engine: &str,
+    db_url: &str,
+    tiers: &Path,
+    redis: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("STELLAR_GATEWAY_ADDR", addr.to_string()),
+        ("STELLAR_GATEWAY_METRICS_ADDR", metrics.to_string()),
+        ("STELLAR_GATEWAY_ENGINE_UPSTREAM", engine.to_string()),
+        ("STELLAR_GATEWAY_BILLING_UPSTREAM", free_addr()),
+        ("STELLAR_DB_URL", db_url.to_string()),
+        ("STELLAR_TIERS_FILE", tiers.display().to_string()),
+        ("STELLAR_GATEWAY_GRACE_PERIOD_SECS", "0".to_string()),
+        ("STELLAR_GATEWAY_THREADS", "2".to_string()),
+        ("RUST_LOG", "warn".to_string()),
+    ];
+    if let Some(r) = redis {
+        env.push(("STELLAR_GATEWAY_REDIS_URL", r.to_string()));
+    }
+    env
+}
+
+fn start_gateway(
+    engine: &str,
+    db_url: &str,
+    tiers: &Path,
+    redis: Option<&str>,
+) -> anyhow::Result<(Service, String)> {
+    let (addr, metrics) = (free_addr(), free_addr());
+    let env = gateway_env(&addr, &metrics, engine, db_url, tiers, redis);
+    let svc = Service::start("stellar-gateway", &env, &format!("http://{metrics}/readyz"))?;
+    Ok((svc, addr))
+}
+
+struct Redis(Child, u16);
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_redis() -> Option<Redis> {
+    let port = stellar_tests::spawn::free_port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--bind",
+            "127.0.0.1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(Redis(child, port))
+}
+
+fn row(name: &str, r: &WrkResult) -> String {
+    format!(
+        "| {name} | {:.0} | {:.2} | {:.2} | {} |\n",
+        r.rps, r.p50_ms, r.p99_ms, r.non2xx
+    )
+}
+
+/// Run the whole benchmark and return the Markdown report.
+pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
+    std::env::set_var("STELLAR_BIN_DIR", &opts.bin_dir);
+    let dir = TempDir::new("bench-gw");
+    let secs = opts.duration_secs;
+    let conns = opts.connections;
+
+    // The upstream: the release engine with a few memories in the tenant.
+    let engine_addr = free_addr();
+    let engine = Service::start(
+        "stellar-engine",
+        &[
+            ("STELLAR_ENGINE_ADDR", engine_addr.clone()),
+            ("STELLAR_ENGINE_METRICS_ADDR", free_addr()),
+            (
+                "STELLAR_DATA_DIR",
+                dir.path().join("engine").display().to_string(),
+            ),
+            ("RUST_LOG", "warn".to_string()),
+        ],
+        &format!("http://{engine_addr}/api/v1/health"),
+    )?;
+    let db_url = format!("sqlite://{}/accounts.db", dir.path().display());
+    let db = accounts::open(&db_url).await;
+    let acct = accounts::create_account(&db, "free").await;
+    let tiers = dir.path().join("tiers.toml");
+    std::fs::write(&tiers, TIERS)?;
+    let http = reqwest::Client::new();
+    for i in 0..50 {
+        http.post(format!("http://{engine_addr}/api/v1/store"))
+            .header("X-Stellar-User", acct.user_id.to_string())
+            .json(&serde_json::json!({"content": format!("benchmark memory number {i}")}))
+            .send()
+            .await?;
+    }
+    let user_hdr = vec![("X-Stellar-User", acct.user_id.to_string())];
+    let key_hdr = vec![("X-API-Key", acct.key.clone())];
+    let path = "/api/v1/stats";
+
+    let (gw, gw_addr) = start_gateway(&engine_addr, &db_url, &tiers, None)?;
+    let nginx_addr = free_addr();
+    let _nginx = start_nginx(&dir.path().join("nginx"), &nginx_addr, &engine_addr)?;
+
+    // Warm-up, then the three ways.
+    for (url, h) in [
+        (format!("http://{engine_addr}{path}"), &user_hdr),
+        (format!("http://{gw_addr}{path}"), &key_hdr),
+        (format!("http://{nginx_addr}{path}"), &user_hdr),
+    ] {
+        wrk(&url, h, 2, conns)?;
+    }
+    let direct = wrk(
+        &format!("http://{engine_addr}{path}"),
+        &user_hdr,
+        secs,
+        conns,
+    )?;
+    let via_gw = wrk(&format!("http://{gw_addr}{path}"), &key_hdr, secs, conns)?;
+    let via_nginx = wrk(
+        &format!("http://{nginx_addr}{path}"),
+        &user_hdr,
+        secs,
+        conns,
+    )?;
+
+    // p99 added at half of the direct peak, open loop.
+    let half = direct.rps / 2.0;
+    let (d50, d99, derr) = paced(
+        &format!("http://{engine_addr}{path}"),
+        &user_hdr,
+        half,
+        secs,
+    )
+    .await?;
+    let (g50, g99, gerr) = paced(&format!("http://{gw_addr}{path}"), &key_hdr, half, secs).await?;
+    let gw_idle_rss = gw.pid().map_or(0.0, rss_mib);
+
+    let mut md = String::new();
+    md.push_str("## Gateway benchmark\n\n");
+    md.push_str(&format!(
+        "`GET {path}` of one tenant on the release engine; wrk -t2 -c{conns} -d{secs}s; gateway threads = 2, nginx worker_processes = 2; \
+         load generator, proxies and engine share this machine's {} cores.\n\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    ));
+    md.push_str("| path | req/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|\n");
+    md.push_str(&row("(a) engine directly", &direct));
+    md.push_str(&row("(b) gateway (auth + limiter + quota)", &via_gw));
+    md.push_str(&row("(c) nginx proxy_pass, no auth", &via_nginx));
+    let ratio = via_gw.rps / via_nginx.rps;
+    md.push_str(&format!(
+        "\nRatios: (b)/(c) throughput = **{ratio:.2}** (target ≥ 0.90: {}); (b)/(a) = {:.2}; (c)/(a) = {:.2}.\n\n",
+        if ratio >= 0.9 { "met" } else { "NOT met" },
+        via_gw.rps / direct.rps,
+        via_nginx.rps / direct.rps
+    ));
+    let added = g99 - d99;
+    md.push_str(&format!(
+        "Open loop at half of (a)'s peak ({half:.0} req/s, 64 paced clients): direct p50 {d50:.2} ms / p99 {d99:.2} ms ({derr} errors); \
+         through the gateway p50 {g50:.2} ms / p99 {g99:.2} ms ({gerr} errors). **p99 added: {added:.2} ms** (target ≤ 1 ms: {}).\n\n",
+        if added <= 1.0 { "met" } else { "NOT met" }
+    ));
+    md.push_str(&format!(
+        "Gateway RSS after these runs: {gw_idle_rss:.1} MiB.\n\n"
+    ));
+    drop(gw);
+
+    // Memory with many distinct cached keys.
+    if opts.rss_keys > 0 {
+        let keys = accounts::create_many(&db, "free", opts.rss_keys).await;
+        let (gw, gw_addr) = start_gateway(&engine_addr, &db_url, &tiers, None)?;
+        let pid = gw.pid().unwrap_or(0);
+        let before = rss_mib(pid);
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()?;
+        let keys = std::sync::Arc::new(keys);
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let (client, keys, next, url) = (
+                client.clone(),
+                keys.clone(),
+                next.clone(),
+                format!("http://{gw_addr}{path}"),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut ok = 0usize;
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(k) = keys.get(i) else { break };
+                    if let Ok(r) = client.get(&url).header("X-API-Key", k).send().await {
+                        if r.status().is_success() {
+                            ok += 1;
+                        }
+                        let _ = r.bytes().await;
+                    }
+                }
+                ok
+            }));
+        }
+        let mut ok = 0;
+        for task in tasks {
+            ok += task.await?;
+        }
+        let fill = t.elapsed();
+        let after = rss_mib(pid);
+        md.push_str(&format!(
+            "Memory: {} distinct keys, each used once ({ok} answered 200, {:.1} s, all cache misses then cached): gateway RSS {before:.1} MiB at start → \
+             **{after:.1} MiB** (target ≤ 64 MiB: {}).\n\n",
+            keys.len(),
+            fill.as_secs_f64(),
+            if after <= 64.0 { "met" } else { "NOT met" }
+        ));
+        drop(gw);
+    }
+
+    // Redis limiter cost, and two gateways sharing one Redis.
+    if opts.redis {
+        match start_redis() {
+            None => md.push_str("Redis: skipped (redis-server not available).\n"),
+            Some(redis) => {
+                let url = format!("redis://127.0.0.1:{}", redis.1);
+                let (g1, a1) = start_gateway(&engine_addr, &db_url, &tiers, Some(&url))?;
+                let (_g2, a2) = start_gateway(&engine_addr, &db_url, &tiers, Some(&url))?;
+                wrk(&format!("http://{a1}{path}"), &key_hdr, 2, conns)?;
+                let redis_one = wrk(&format!("http://{a1}{path}"), &key_hdr, secs, conns)?;
+                // Two gateways at once, half the connections each.
+                let c1 =
+                    wrk_cmd(&format!("http://{a1}{path}"), &key_hdr, secs, conns / 2).spawn()?;
+                let c2 =
+                    wrk_cmd(&format!("http://{a2}{path}"), &key_hdr, secs, conns / 2).spawn()?;
+                let r1 = parse_wrk(&String::from_utf8_lossy(&c1.wait_with_output()?.stdout));
+                let r2 = parse_wrk(&String::from_utf8_lossy(&c2.wait_with_output()?.stdout));
+                let (l50, r50) = (via_gw.p50_ms, redis_one.p50_ms);
+                let per_req_us =
+                    (1.0 / redis_one.rps - 1.0 / via_gw.rps) * 1e6 * f64::from(conns.min(2));
+                md.push_str(
+                    "| limiter | req/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|\n",
+                );
+                md.push_str(&row("local buckets (one gateway)", &via_gw));
+                md.push_str(&row("Redis script (one gateway)", &redis_one));
+                md.push_str(&row("Redis, two gateways: gateway 1", &r1));
+                md.push_str(&row("Redis, two gateways: gateway 2", &r2));
+                md.push_str(&format!(
+                    "\nRedis limiter cost: p50 {l50:.2} → {r50:.2} ms (+{:.2} ms per request at this load); throughput {:.0} → {:.0} req/s \
+                     (≈ {per_req_us:.0} µs of CPU per request on 2 cores). Two gateways together: {:.0} req/s.\n",
+                    r50 - l50,
+                    via_gw.rps,
+                    redis_one.rps,
+                    r1.rps + r2.rps
+                ));
+                drop(g1);
+                drop(redis);
+            }
+        }
+    }
+    drop(engine);
+    Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wrk_output() {
+        let out = "Running 2s test @ http://x\n  Latency Distribution\n     50%  512.00us\n     75%    1.10ms\n     90%    2.00ms\n     99%    1.20s\n  1000 requests in 2.00s\nRequests/sec:  12345.67\nTransfer/sec: 1MB\n";
+        let r = parse_wrk(out);
+        assert_eq!(r.rps, 12345.67);
+        assert!((r.p50_ms - 0.512).abs() < 1e-9);
+        assert_eq!(r.p99_ms, 1200.0);
+    }
+}

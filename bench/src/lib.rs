@@ -1,0 +1,6 @@
+//! Benchmark commands (not tests): `stellar-bench engine`, `stellar-bench gateway`.
+//! Each starts release binaries on free ports, drives them over loopback, and prints a Markdown
+//! report for BENCHMARKS.md.
+
+pub mod engine;
+pub mod gateway;

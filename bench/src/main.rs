@@ -1,0 +1,61 @@
+//! `stellar-bench`: see the library docs and BENCHMARKS.md.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "stellar-bench", about = "Benchmarks for the engine and the gateway (run with --release binaries)")]
+struct Cli {
+    /// Directory with the release binaries.
+    #[arg(long, default_value = "target/release", global = true)]
+    bin_dir: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Engine store throughput and store/recall latency at several memory counts in one tenant.
+    Engine {
+        /// Memory counts to measure at (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+        sizes: Vec<usize>,
+    },
+    /// The same upstream (a) directly, (b) through the gateway with auth + limiter + quota,
+    /// (c) through nginx as a plain proxy_pass; gateway RSS with many cached keys; the Redis
+    /// limiter's cost and two gateways sharing it.
+    Gateway {
+        /// Seconds per load run.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Concurrent connections per load run.
+        #[arg(long, default_value_t = 64)]
+        connections: u32,
+        /// Distinct keys to cache for the memory measurement (0 skips it).
+        #[arg(long, default_value_t = 100_000)]
+        rss_keys: usize,
+        /// Skip the Redis limiter and two-gateway runs.
+        #[arg(long)]
+        no_redis: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let report = match cli.command {
+        Cmd::Engine { sizes } => stellar_bench::engine::run(&sizes, &cli.bin_dir.join("stellar-engine")).await?,
+        Cmd::Gateway { secs, connections, rss_keys, no_redis } => {
+            stellar_bench::gateway::run(stellar_bench::gateway::GatewayBenchOpts {
+                bin_dir: cli.bin_dir.clone(),
+                duration_secs: secs,
+                connections,
+                rss_keys,
+                redis: !no_redis,
+            })
+            .await?
+        }
+    };
+    println!("{report}");
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! Step 8: every answer the gateway writes itself. One enum, one writer: JSON with a `detail`
+//! member (the engine's own error shape), as an RFC 9457 problem object where a type fits.
+//! Internal details (SQL errors, upstream errors) go to the log, never to the client.
+
+use crate::limits::{self, Decision, Rate};
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use serde_json::{json, Value};
+
+/// The problem type of draft-ietf-httpapi-ratelimit-headers for an exhausted quota policy.
+pub const QUOTA_EXCEEDED_TYPE: &str =
+    "https://iana.org/assignments/http-problem-types#quota-exceeded";
+/// Our own problem types (documentation anchors).
+pub const MEMORY_LIMIT_TYPE: &str = "https://stellar-gate.dev/problems#memory-limit-exceeded";
+pub const AGENT_LIMIT_TYPE: &str = "https://stellar-gate.dev/problems#agent-limit-exceeded";
+
+/// Why the gateway answers a request itself.
+#[derive(Debug, Clone)]
+pub enum Reject {
+    MissingKey,
+    MalformedKey,
+    UnknownKey,
+    /// The account DB is unreachable and the principal is not cached.
+    AuthUnavailable,
+    RateLimited {
+        policy: String,
+        rate: Rate,
+        decision: Decision,
+    },
+    MemoryQuota {
+        used: i64,
+        limit: u64,
+        tier: String,
+        next_tier: Option<String>,
+    },
+    AgentLimit {
+        used: i64,
+        limit: u32,
+        tier: String,
+        next_tier: Option<String>,
+    },
+    InvalidAgent,
+    BodyTooLarge {
+        limit: u64,
+    },
+    /// The quota store could not be reached for a store request.
+    QuotaUnavailable,
+    BadRequest,
+    BadGateway,
+    GatewayTimeout,
+    Internal,
+}
+
+impl Reject {
+    pub fn status(&self) -> u16 {
+        match self {
+            Reject::MissingKey | Reject::MalformedKey | Reject::UnknownKey => 401,
+            Reject::MemoryQuota { .. } | Reject::AgentLimit { .. } => 403,
+            Reject::InvalidAgent | Reject::BadRequest => 400,
+            Reject::BodyTooLarge { .. } => 413,
+            Reject::RateLimited { .. } => 429,
+            Reject::Internal => 500,
+            Reject::BadGateway => 502,
+            Reject::AuthUnavailable | Reject::QuotaUnavailable => 503,
+            Reject::GatewayTimeout => 504,
+        }
+    }
+
+    /// A short, bounded label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Reject::MissingKey => "missing_key",
+            Reject::MalformedKey => "malformed_key",
+            Reject::UnknownKey => "unknown_key",
+            Reject::AuthUnavailable => "auth_unavailable",
+            Reject::RateLimited { .. } => "rate_limited",
+            Reject::MemoryQuota { .. } => "memory_quota",
+            Reject::AgentLimit { .. } => "agent_limit",
+            Reject::InvalidAgent => "invalid_agent",
+            Reject::BodyTooLarge { .. } => "body_too_large",
+            Reject::QuotaUnavailable => "quota_unavailable",
+            Reject::BadRequest => "bad_request",
+            Reject::BadGateway => "bad_gateway",
+            Reject::GatewayTimeout => "gateway_timeout",
+            Reject::Internal => "internal",
+        }
+    }
+
+    /// The body and its content type.
+    pub fn body(&self) -> (Value, &'static str) {
+        const JSON: &str = "application/json";
+        const PROBLEM: &str = "application/problem+json";
+        match self {
+            Reject::MissingKey => (json!({"detail": "Missing API key"}), JSON),
+            Reject::MalformedKey | Reject::UnknownKey => {
+                (json!({"detail": "Invalid API key"}), JSON)
+            }
+            Reject::AuthUnavailable => (
+                json!({"detail": "Account service unavailable, retry shortly"}),
+                JSON,
+            ),
+            Reject::QuotaUnavailable => (
+                json!({"detail": "Quota service unavailable, retry shortly"}),
+                JSON,
+            ),
+            Reject::RateLimited {
+                policy,
+                rate,
+                decision,
+            } => (
+                json!({
+                    "type": QUOTA_EXCEEDED_TYPE,
+                    "title": "Too Many Requests",
+                    "status": 429,
+                    "detail": format!(
+                        "Rate limit exceeded: {} requests per minute for the {policy} plan. Retry in {} s.",
+                        rate.per_minute, decision.retry_after_secs
+                    ),
+                    "violated-policies": [policy],
+                }),
+                PROBLEM,
+            ),
+            Reject::MemoryQuota {
+                used,
+                limit,
+                tier,
+                next_tier,
+            } => (
+                json!({
+                    "type": MEMORY_LIMIT_TYPE,
+                    "title": "Memory limit reached",
+                    "status": 403,
+                    "detail": match next_tier {
+                        Some(n) => format!("Memory limit reached: {used} of {limit} memories on the {tier} plan. Forget some memories or upgrade to {n}."),
+                        None => format!("Memory limit reached: {used} of {limit} memories on the {tier} plan. Forget some memories."),
+                    },
+                    "used": used,
+                    "limit": limit,
+                    "tier": tier,
+                    "next_tier": next_tier,
+                    "violated-policies": [tier],
+                }),
+                PROBLEM,
+            ),
+            Reject::AgentLimit {
+                used,
+                limit,
+                tier,
+                next_tier,
+            } => (
+                json!({
+                    "type": AGENT_LIMIT_TYPE,
+                    "title": "Agent limit reached",
+                    "status": 403,
+                    "detail": format!("Agent limit reached: {used} of {limit} agents on the {tier} plan."),
+                    "used": used,
+                    "limit": limit,
+                    "tier": tier,
+                    "next_tier": next_tier,
+                    "violated-policies": [tier],
+                }),
+                PROBLEM,
+            ),
+            Reject::InvalidAgent => (
+                json!({"detail": "Invalid X-Stellar-Agent: 1-64 characters of A-Z a-z 0-9 . _ : -"}),
+                JSON,
+            ),
+            Reject::BodyTooLarge { limit } => (
+                json!({"detail": format!("Request body larger than {limit} bytes")}),
+                JSON,
+            ),
+            Reject::BadRequest => (json!({"detail": "Bad request"}), JSON),
+            Reject::BadGateway => (json!({"detail": "Upstream unavailable"}), JSON),
+            Reject::GatewayTimeout => (json!({"detail": "Upstream timed out"}), JSON),
+            Reject::Internal => (json!({"detail": "Internal error"}), JSON),
+        }
+    }
+
+    /// Extra headers: the rate-limit fields for a 429.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Reject::RateLimited {
+                policy,
+                rate,
+                decision,
+            } => limits::headers(policy, *rate, decision),
+            Reject::MissingKey | Reject::MalformedKey | Reject::UnknownKey => {
+                vec![("WWW-Authenticate", "Bearer".to_string())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The response header and body, ready to write.
+    pub fn response(
+        &self,
+        request_id: &str,
+        extra: &[(&'static str, String)],
+    ) -> pingora::Result<(ResponseHeader, Bytes)> {
+        let (body, ctype) = self.body();
+        let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        let own = self.headers();
+        let mut h = ResponseHeader::build(self.status(), Some(4 + own.len() + extra.len()))?;
+        h.insert_header("Content-Type", ctype)?;
+        h.insert_header("Content-Length", body.len().to_string())?;
+        h.insert_header("Cache-Control", "no-store")?;
+        h.insert_header("X-Request-Id", request_id)?;
+        for (k, v) in own.iter().chain(extra) {
+            h.insert_header(*k, v.as_str())?;
+        }
+        Ok((h, body))
+    }
+}
+
+/// Write `reject` as the whole response (from `request_filter`; keeps the connection alive
+/// unless the request still has an unread body, which pingora then closes).
+pub async fn respond(
+    session: &mut Session,
+    reject: &Reject,
+    request_id: &str,
+    extra: &[(&'static str, String)],
+) -> pingora::Result<bool> {
+    let (h, body) = reject.response(request_id, extra)?;
+    session.write_response_header(Box::new(h), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(true)
+}
+
+/// Map a pingora error that ended a proxied request to our answer (`None`: the client is gone).
+pub fn from_proxy_error(e: &pingora::Error) -> Option<Reject> {
+    use pingora::{ErrorSource, ErrorType::*};
+    match e.etype() {
+        HTTPStatus(413) => Some(Reject::BodyTooLarge { limit: 0 }),
+        HTTPStatus(504) => Some(Reject::GatewayTimeout),
+        HTTPStatus(400) => Some(Reject::BadRequest),
+        HTTPStatus(_) => Some(Reject::BadGateway),
+        ReadError | WriteError | ConnectionClosed if e.esource() == &ErrorSource::Downstream => {
+            None
+        }
+        _ if e.esource() == &ErrorSource::Downstream => Some(Reject::BadRequest),
+        ConnectTimedout | ReadTimedout | WriteTimedout => Some(Reject::GatewayTimeout),
+        _ => Some(Reject::BadGateway),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_bodies_keep_detail() {
+        let r = Reject::RateLimited {
+            policy: "free".into(),
+            rate: Rate {
+                per_minute: 60,
+                burst: 60,
+            },
+            decision: Decision {
+                allowed: false,
+                remaining: 0,
+                reset_secs: 60,
+                retry_after_secs: 1,
+            },
+        };
+        let (b, ct) = r.body();
+        assert_eq!(ct, "application/problem+json");
+        assert_eq!(b["type"], QUOTA_EXCEEDED_TYPE);
+        assert_eq!(b["violated-policies"][0], "free");
+        assert!(b["detail"]
+            .as_str()
+            .unwrap()
+            .contains("60 requests per minute"));
+        let q = Reject::MemoryQuota {
+            used: 5,
+            limit: 5,
+            tier: "free".into(),
+            next_tier: Some("pro".into()),
+        };
+        assert_eq!(q.status(), 403);
+        let (b, _) = q.body();
+        assert_eq!(
+            (
+                b["used"].as_i64(),
+                b["limit"].as_u64(),
+                b["next_tier"].as_str()
+            ),
+            (Some(5), Some(5), Some("pro"))
+        );
+        assert!(b["detail"].is_string());
+    }
+}

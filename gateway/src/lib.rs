@@ -1,0 +1,33 @@
+//! The Stellar Gate gateway: a pingora reverse proxy that turns a Stellar Memory engine into a
+//! multi-tenant paid API without changing the engine.
+//!
+//! Files follow the path of a request ("The hot path" of the design):
+//!
+//! 1. [`routing`] — `/api/v1/*` to the engine (`/api/v1/health` public), everything else to billing.
+//! 2. [`auth`] — key from `X-API-Key`/`Bearer`, form check, SHA-256, moka principal cache with a
+//!    negative cache; [`feed`] keeps it fresh from the account DB's change feed.
+//! 3. [`limits`] — token buckets (per account from the tier, per IP for unauthenticated routes)
+//!    behind the [`limits::Limiter`] seam; [`redis_limit`] is the shared implementation.
+//! 4. [`quota`] — memory quota reservations and the agent limit in the account DB, and the
+//!    periodic reconciliation with the engine.
+//! 5. [`proxy`] — the pingora hooks that call all of the above, header hygiene, streaming.
+//! 6. [`errors`] — every answer the gateway writes itself, in one place.
+//! 7. [`usage`] (write-behind counters), [`metrics`], [`ops`] (/metrics, /healthz, /readyz),
+//!    and [`service`], which wires the pingora server and its background loops.
+
+pub mod auth;
+pub mod config;
+pub mod errors;
+pub mod feed;
+pub mod limits;
+pub mod metrics;
+pub mod ops;
+pub mod proxy;
+pub mod quota;
+pub mod redis_limit;
+pub mod routing;
+pub mod service;
+pub mod usage;
+
+pub use config::GatewayConfig;
+pub use service::run;

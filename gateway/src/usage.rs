@@ -1,0 +1,103 @@
+//! Write-behind usage: requests per account per hour (`usage_hourly`, the dashboard's 24 h
+//! chart) and `api_keys.last_used_at`. The request path only bumps an in-memory counter; a
+//! background task flushes everything in one transaction every few seconds and at shutdown.
+
+use crate::metrics::{DB_ERRORS, DB_QUERIES};
+use chrono::{DateTime, TimeZone, Utc};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use stellar_common::{with_db, Db};
+use uuid::Uuid;
+
+#[derive(Default)]
+struct Pending {
+    hourly: HashMap<(Uuid, i64), i64>,
+    last_used: HashMap<Uuid, i64>,
+}
+
+/// Counters accumulated since the last flush.
+#[derive(Default)]
+pub struct Usage(Mutex<Pending>);
+
+impl Usage {
+    /// Count one request of `user` with key `key` at unix time `now`.
+    pub fn record(&self, user: Uuid, key: Uuid, now: i64) {
+        let hour = now - now.rem_euclid(3600);
+        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *p.hourly.entry((user, hour)).or_default() += 1;
+        let t = p.last_used.entry(key).or_default();
+        *t = (*t).max(now);
+    }
+
+    /// Write everything pending. On failure the counts are merged back for the next attempt.
+    pub async fn flush(&self, db: &Db) -> sqlx::Result<usize> {
+        let pending = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        if pending.hourly.is_empty() && pending.last_used.is_empty() {
+            return Ok(0);
+        }
+        let n = pending.hourly.len() + pending.last_used.len();
+        DB_QUERIES.with_label_values(&["usage_flush"]).inc();
+        let result = with_db!(db, p => async {
+            let mut tx = p.begin().await?;
+            for ((user, hour), requests) in &pending.hourly {
+                sqlx::query("INSERT INTO usage_hourly (user_id, hour_start, requests) VALUES ($1, $2, $3) \
+                             ON CONFLICT (user_id, hour_start) DO UPDATE SET requests = usage_hourly.requests + excluded.requests")
+                    .bind(user).bind(hour).bind(requests).execute(&mut *tx).await?;
+            }
+            for (key, at) in &pending.last_used {
+                let at: DateTime<Utc> = Utc.timestamp_opt(*at, 0).single().unwrap_or_else(Utc::now);
+                sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+                    .bind(at).bind(key).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        }.await);
+        if let Err(e) = result {
+            DB_ERRORS.with_label_values(&["usage_flush"]).inc();
+            let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            for (k, v) in pending.hourly {
+                *p.hourly.entry(k).or_default() += v;
+            }
+            for (k, v) in pending.last_used {
+                let t = p.last_used.entry(k).or_default();
+                *t = (*t).max(v);
+            }
+            return Err(e);
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn flush_accumulates() {
+        let dir = std::env::temp_dir().join(format!("stellar-gwu-{}", Uuid::new_v4()));
+        let db = Db::connect(
+            &format!("sqlite://{}/a.db", dir.display()),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        db.migrate().await.unwrap();
+        let (u, k) = (Uuid::new_v4(), Uuid::new_v4());
+        let now = Utc::now();
+        with_db!(&db, p => {
+            sqlx::query("INSERT INTO users (id, email, tier, created_at, updated_at) VALUES ($1, 'a@b.c', 'free', $2, $2)").bind(u).bind(now).execute(p).await.unwrap();
+            sqlx::query("INSERT INTO api_keys (id, user_id, key_hash, key_prefix, created_at) VALUES ($1, $2, 'h', 'p', $3)").bind(k).bind(u).bind(now).execute(p).await.unwrap();
+        });
+        let usage = Usage::default();
+        let t = 7200 * 1000 + 5;
+        usage.record(u, k, t);
+        usage.record(u, k, t + 10);
+        usage.flush(&db).await.unwrap();
+        usage.record(u, k, t + 20);
+        usage.flush(&db).await.unwrap();
+        let n: i64 = with_db!(&db, p => sqlx::query_scalar("SELECT requests FROM usage_hourly WHERE user_id = $1 AND hour_start = $2")
+            .bind(u).bind(7200 * 1000i64).fetch_one(p).await.unwrap());
+        assert_eq!(n, 3);
+        let last: Option<DateTime<Utc>> = with_db!(&db, p => sqlx::query_scalar("SELECT last_used_at FROM api_keys WHERE id = $1").bind(k).fetch_one(p).await.unwrap());
+        assert_eq!(last.unwrap().timestamp(), t + 20);
+    }
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Run the benchmarks (release build) and print Markdown reports for BENCHMARKS.md.
+#   scripts/bench.sh engine            engine throughput/latency at 1k, 10k, 100k memories
+#   scripts/bench.sh gateway           direct vs gateway vs nginx, RSS with 100k cached keys
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/ensure-deps.sh build bench
+cargo build --release --bins --quiet
+exec target/release/stellar-bench "$@"

@@ -1,0 +1,243 @@
+//! Two gateways on one PostgreSQL and one Redis (issue 6): the combined admitted rate per
+//! account stays within limit + burst, the quota is exact with stores split across both, a
+//! revoked key is refused by both within 1 s, and with Redis stopped the gateways fall back to
+//! bounded local buckets and return to Redis when it is back.
+
+mod gateway_support;
+
+use gateway_support::*;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use stellar_tests::accounts;
+use stellar_tests::spawn::{free_addr, free_port, TempDir};
+
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start(port: u16) -> Option<Redis> {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--bind",
+                "127.0.0.1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Redis {
+            port,
+            child: Some(child),
+        })
+    }
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+const TIERS: &str = "[free]\nmax_memories = 30\nmax_agents = 2\nrequests_per_minute = 60\nburst = 10\nmax_api_keys = 2\nprice_usd = 0\nprice_krw = 0\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_gateways_one_postgres_one_redis() {
+    let dir = TempDir::new("gw-cluster");
+    let Some(adb) = account_db(Backend::Postgres, &dir).await else {
+        return;
+    };
+    let Some(mut redis) = Redis::start(free_port()) else {
+        eprintln!("SKIPPED: redis-server is not installed");
+        return;
+    };
+    let redis_url = format!("redis://127.0.0.1:{}", redis.port);
+    let engine = start_engine(&dir);
+    let env = [
+        ("STELLAR_GATEWAY_REDIS_URL", redis_url.clone()),
+        ("STELLAR_GATEWAY_REDIS_RETRY_MS", "300".to_string()),
+    ];
+    let g1 = start_gateway(&dir, &adb.url, &engine.addr, &free_addr(), TIERS, &env);
+    let g2 = start_gateway(&dir, &adb.url, &engine.addr, &free_addr(), TIERS, &env);
+    let c = client();
+    let acct = accounts::create_account(&adb.db, "free").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    // Combined rate: 60 requests alternating between the gateways, as fast as possible.
+    let start = Instant::now();
+    let mut admitted = 0;
+    for i in 0..60 {
+        let gw = if i % 2 == 0 { &g1 } else { &g2 };
+        if c.get(gw.url("/api/v1/stats"))
+            .header("X-API-Key", &acct.key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            admitted += 1;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let bound = 10.0 + elapsed * 1.0 + 1.0;
+    assert!(
+        admitted >= 10 && f64::from(admitted) <= bound,
+        "admitted {admitted} in {elapsed:.2}s, bound {bound:.1}"
+    );
+    for gw in [&g1, &g2] {
+        let m = metrics_text(gw).await;
+        assert!(
+            metric_sum(
+                &m,
+                "gateway_limiter_decisions_total",
+                &["backend=\"redis\""]
+            ) > 0.0
+        );
+    }
+
+    // Quota: 29 stores, then 50 concurrent split across both → exactly 30.
+    let q = accounts::create_account(&adb.db, "free").await;
+    accounts::set_memories_used(&adb.db, q.user_id, 29).await;
+    let roomy = accounts::create_account(&adb.db, "free").await;
+    let _ = roomy;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let url = if i % 2 == 0 {
+                g1.url("/api/v1/store")
+            } else {
+                g2.url("/api/v1/store")
+            };
+            let (c, key) = (c.clone(), q.key.clone());
+            tokio::spawn(async move {
+                c.post(url)
+                    .header("X-API-Key", key)
+                    .json(&serde_json::json!({"content": format!("split {i}")}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    // The bucket (burst 10) refuses some with 429; the quota lets exactly one through.
+    assert_eq!(codes.iter().filter(|&&s| s == 200).count(), 1, "{codes:?}");
+    assert!(
+        codes.iter().all(|&s| s == 200 || s == 403 || s == 429),
+        "{codes:?}"
+    );
+    assert_eq!(accounts::memories_used(&adb.db, q.user_id).await, 30);
+
+    // Revocation reaches both within 1 s.
+    let r = accounts::create_account(&adb.db, "free").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for gw in [&g1, &g2] {
+        assert_eq!(
+            c.get(gw.url("/api/v1/health"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            c.get(gw.url("/api/v1/stats"))
+                .header("X-API-Key", &r.key)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    accounts::revoke_key(&adb.db, r.key_id).await;
+    for gw in [&g1, &g2] {
+        let (c, url, key) = (c.clone(), gw.url("/api/v1/stats"), r.key.clone());
+        let took = eventually(Duration::from_secs(1), move || {
+            let (c, url, key) = (c.clone(), url.clone(), key.clone());
+            async move {
+                c.get(url)
+                    .header("X-API-Key", key)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    == 401
+            }
+        })
+        .await;
+        assert!(took.is_some(), "revoked on {} within 1 s", gw.addr);
+    }
+
+    // Redis stops: local fallback, bounded (burst 10 per gateway, not unlimited).
+    let f = accounts::create_account(&adb.db, "free").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.stop();
+    let mut admitted = 0;
+    let start = Instant::now();
+    for _ in 0..40 {
+        if c.get(g1.url("/api/v1/stats"))
+            .header("X-API-Key", &f.key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            admitted += 1;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    assert!(
+        admitted >= 1 && f64::from(admitted) <= 10.0 + elapsed + 1.0,
+        "fallback admitted {admitted}"
+    );
+    let m = metrics_text(&g1).await;
+    assert_eq!(metric_sum(&m, "gateway_limiter_redis_up", &[]), 0.0);
+    assert!(
+        metric_sum(
+            &m,
+            "gateway_limiter_decisions_total",
+            &["backend=\"fallback\""]
+        ) > 0.0
+    );
+    assert!(g1.svc.log().contains("falling back to local buckets"));
+
+    // Redis returns on the same port: back to shared buckets.
+    let _redis2 = Redis::start(redis.port).expect("redis restarts");
+    let g = &g1;
+    let back = eventually(Duration::from_secs(10), || async {
+        let _ = c
+            .get(g.url("/api/v1/stats"))
+            .header("X-API-Key", &acct.key)
+            .send()
+            .await;
+        metric_sum(&metrics_text(g).await, "gateway_limiter_redis_up", &[]) == 1.0
+    })
+    .await;
+    assert!(back.is_some(), "the gateway returns to Redis");
+}

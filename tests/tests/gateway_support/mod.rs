@@ -1,0 +1,272 @@
+//! Shared set-up for the gateway end-to-end tests: an account DB (SQLite file or a fresh
+//! PostgreSQL database), the real engine and gateway binaries on free ports, a small echo
+//! upstream for what the real engine cannot show (exact headers and bytes it received, slow
+//! answers), and a metrics reader.
+#![allow(dead_code)]
+
+use axum::body::Bytes;
+use axum::extract::{Query, Request};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use stellar_common::Db;
+use stellar_tests::spawn::{free_addr, pg_url_for_test, Service, TempDir};
+
+/// Which account DB a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Run `$body(Backend)` as two tests, one per back-end.
+#[macro_export]
+macro_rules! both_dbs {
+    ($name:ident, $body:path) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                $body($crate::gateway_support::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                $body($crate::gateway_support::Backend::Postgres).await
+            }
+        }
+    };
+}
+
+/// Tiers with limits big enough never to get in the way.
+pub const ROOMY_TIERS: &str = "[free]\nmax_memories = 100000\nmax_agents = 3\nrequests_per_minute = 100000\nburst = 100000\nmax_api_keys = 5\nprice_usd = 0\nprice_krw = 0\n\n[pro]\nmax_memories = 200000\nmax_agents = 5\nrequests_per_minute = 200000\nburst = 200000\nmax_api_keys = 5\nprice_usd = 29\nprice_krw = 39000\n";
+
+/// An account DB for one test.
+pub struct AccountDb {
+    pub url: String,
+    pub db: Db,
+    pub backend: Backend,
+}
+
+/// `None` (test skipped, reason printed) when PostgreSQL is wanted but unreachable outside CI.
+pub async fn account_db(backend: Backend, dir: &TempDir) -> Option<AccountDb> {
+    let url = match backend {
+        Backend::Sqlite => format!("sqlite://{}/accounts.db", dir.path().display()),
+        Backend::Postgres => tokio::task::spawn_blocking(pg_url_for_test).await.ok()??,
+    };
+    let db = stellar_tests::accounts::open(&url).await;
+    Some(AccountDb { url, db, backend })
+}
+
+pub struct Engine {
+    pub svc: Service,
+    pub addr: String,
+}
+
+pub fn start_engine(dir: &TempDir) -> Engine {
+    let addr = free_addr();
+    let data = dir.path().join("engine");
+    std::fs::create_dir_all(&data).unwrap();
+    let svc = Service::start(
+        "stellar-engine",
+        &[
+            ("STELLAR_ENGINE_ADDR", addr.clone()),
+            ("STELLAR_ENGINE_METRICS_ADDR", free_addr()),
+            ("STELLAR_DATA_DIR", data.display().to_string()),
+            ("STELLAR_ENGINE_DB_URL", String::new()),
+        ],
+        &format!("http://{addr}/api/v1/health"),
+    )
+    .expect("engine starts");
+    Engine { svc, addr }
+}
+
+pub struct Gateway {
+    pub svc: Service,
+    pub addr: String,
+    pub metrics: String,
+}
+
+impl Gateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+/// Start the gateway in front of `engine` (and `billing`), on `db_url`, with `tiers` and extra
+/// environment. Waits until `/readyz` says the DB is reachable.
+pub fn start_gateway(
+    dir: &TempDir,
+    db_url: &str,
+    engine: &str,
+    billing: &str,
+    tiers: &str,
+    extra: &[(&str, String)],
+) -> Gateway {
+    let addr = free_addr();
+    let metrics = free_addr();
+    let tiers_path = dir
+        .path()
+        .join(format!("tiers-{}.toml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&tiers_path, tiers).unwrap();
+    let mut env = vec![
+        ("STELLAR_GATEWAY_ADDR", addr.clone()),
+        ("STELLAR_GATEWAY_METRICS_ADDR", metrics.clone()),
+        ("STELLAR_GATEWAY_ENGINE_UPSTREAM", engine.to_string()),
+        ("STELLAR_GATEWAY_BILLING_UPSTREAM", billing.to_string()),
+        ("STELLAR_DB_URL", db_url.to_string()),
+        ("STELLAR_DATA_DIR", dir.path().display().to_string()),
+        ("STELLAR_TIERS_FILE", tiers_path.display().to_string()),
+        ("STELLAR_GATEWAY_GRACE_PERIOD_SECS", "1".to_string()),
+        ("STELLAR_GATEWAY_SHUTDOWN_TIMEOUT_SECS", "1".to_string()),
+        ("STELLAR_GATEWAY_USAGE_FLUSH_SECS", "1".to_string()),
+        (
+            "RUST_LOG",
+            "info,pingora_core=warn,pingora_proxy=warn,sqlx=warn".to_string(),
+        ),
+    ];
+    for (k, v) in extra {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k, v.clone()));
+    }
+    let svc = Service::start("stellar-gateway", &env, &format!("http://{metrics}/readyz"))
+        .expect("gateway starts");
+    Gateway { svc, addr, metrics }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// The `/metrics` text.
+pub async fn metrics_text(gw: &Gateway) -> String {
+    client()
+        .get(format!("http://{}/metrics", gw.metrics))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Sum of all samples of `name` whose labels contain every `filters` pair (`k="v"`).
+pub fn metric_sum(text: &str, name: &str, filters: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' '))
+        })
+        .filter(|l| filters.iter().all(|f| l.contains(f)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Poll `f` until it returns true or `within` passes; returns the time it took.
+pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if f().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// A tiny upstream that shows what it received: `/api/v1/echo` (and every other path) answers
+/// with the request body unchanged and the request line and headers as JSON in
+/// `x-echo-request`; `?sleep_ms=N` delays the answer; `/api/v1/bytes?n=N` answers N bytes of
+/// a fixed pseudo-random pattern.
+pub async fn start_echo() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let app = axum::Router::new()
+        .route("/api/v1/bytes", axum::routing::get(bytes_handler))
+        .fallback(echo_handler);
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.ok();
+    });
+    addr
+}
+
+pub fn pattern(n: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x & 0xff) as u8
+        })
+        .collect()
+}
+
+async fn bytes_handler(Query(q): Query<HashMap<String, String>>) -> impl IntoResponse {
+    let n: usize = q.get("n").and_then(|v| v.parse().ok()).unwrap_or(0);
+    ([("content-type", "application/octet-stream")], pattern(n))
+}
+
+async fn echo_handler(req: Request) -> impl IntoResponse {
+    let (parts, body) = req.into_parts();
+    let q: HashMap<String, String> = parts.uri.query().map(|q| url_pairs(q)).unwrap_or_default();
+    if let Some(ms) = q.get("sleep_ms").and_then(|v| v.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let body: Bytes = axum::body::to_bytes(body, 64 << 20)
+        .await
+        .unwrap_or_default();
+    let headers: serde_json::Map<String, serde_json::Value> = header_map(&parts.headers);
+    let info = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "headers": headers,
+    });
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut()
+        .insert("x-echo-request", info.to_string().parse().unwrap());
+    resp.headers_mut()
+        .insert("content-type", "application/octet-stream".parse().unwrap());
+    resp
+}
+
+fn url_pairs(q: &str) -> HashMap<String, String> {
+    q.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn header_map(h: &HeaderMap) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    for (k, v) in h {
+        m.entry(k.as_str().to_string())
+            .and_modify(|e| {
+                if let serde_json::Value::String(s) = e {
+                    *s = format!("{s}, {}", v.to_str().unwrap_or(""));
+                }
+            })
+            .or_insert_with(|| serde_json::Value::String(v.to_str().unwrap_or("").to_string()));
+    }
+    m
+}
+
+/// The echo upstream's view of the request that produced `resp`.
+pub fn echoed(resp: &reqwest::Response) -> serde_json::Value {
+    serde_json::from_str(
+        resp.headers()
+            .get("x-echo-request")
+            .expect("echo header")
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap()
+}
