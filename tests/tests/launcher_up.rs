@@ -24,9 +24,18 @@ fn env_for(dir: &TempDir) -> Vec<(&'static str, String)> {
 async fn up_prints_a_working_key_and_stops_cleanly() {
     let dir = TempDir::new("up");
     let env = env_for(&dir);
-    let gateway = env.iter().find(|(k, _)| *k == "STELLAR_GATEWAY_ADDR").unwrap().1.clone();
+    let gateway = env
+        .iter()
+        .find(|(k, _)| *k == "STELLAR_GATEWAY_ADDR")
+        .unwrap()
+        .1
+        .clone();
     let mut cmd = Command::new(bin_path("stellar"));
-    cmd.arg("up").current_dir(repo_root()).stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
+    cmd.arg("up")
+        .current_dir(repo_root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .stdin(Stdio::null());
     for (k, v) in &env {
         cmd.env(k, v);
     }
@@ -43,18 +52,32 @@ async fn up_prints_a_working_key_and_stops_cleanly() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut printed = Vec::new();
     let key = loop {
-        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("stellar up printed no API key in time");
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("stellar up printed no API key in time");
         printed.push(line.clone());
         if let Some(k) = line.strip_prefix("API key: ") {
             break k.trim().to_string();
         }
     };
     assert!(stellar_common::keys::is_well_formed(&key), "{key}");
-    assert!(printed.iter().any(|l| l.contains(&format!("http://{gateway}"))), "public URL printed: {printed:?}");
-    assert!(printed.iter().any(|l| l.contains("/metrics")), "metrics URL printed: {printed:?}");
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains(&format!("http://{gateway}"))),
+        "public URL printed: {printed:?}"
+    );
+    assert!(
+        printed.iter().any(|l| l.contains("/metrics")),
+        "metrics URL printed: {printed:?}"
+    );
 
     let http = reqwest::Client::new();
-    let health = http.get(format!("http://{gateway}/api/v1/health")).send().await.unwrap();
+    let health = http
+        .get(format!("http://{gateway}/api/v1/health"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     let stored = http
         .post(format!("http://{gateway}/api/v1/store"))
@@ -63,7 +86,12 @@ async fn up_prints_a_working_key_and_stops_cleanly() {
         .send()
         .await
         .unwrap();
-    assert_eq!(stored.status(), 200, "{}", stored.text().await.unwrap_or_default());
+    assert_eq!(
+        stored.status(),
+        200,
+        "{}",
+        stored.text().await.unwrap_or_default()
+    );
     let recalled: serde_json::Value = http
         .get(format!("http://{gateway}/api/v1/recall?q=light"))
         .header("X-API-Key", &key)
@@ -81,13 +109,19 @@ async fn up_prints_a_working_key_and_stops_cleanly() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "stellar up did not stop within 60 s of SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "stellar up did not stop within 60 s of SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "clean exit, got {status}");
     for (k, v) in &env {
         if k.ends_with("_ADDR") {
-            assert!(std::net::TcpStream::connect(v).is_err(), "{k} ({v}) still listening after stop");
+            assert!(
+                std::net::TcpStream::connect(v).is_err(),
+                "{k} ({v}) still listening after stop"
+            );
         }
     }
 }
@@ -104,14 +138,27 @@ fn bad_setting_fails_at_start_naming_the_key() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("gateway.addr") && err.contains("STELLAR_GATEWAY_ADDR"), "{err}");
+    assert!(
+        err.contains("gateway.addr") && err.contains("STELLAR_GATEWAY_ADDR"),
+        "{err}"
+    );
 }
 
 #[test]
 fn every_binary_has_help() {
-    for bin in ["stellar", "stellar-engine", "stellar-billing", "stellar-gateway"] {
+    for bin in [
+        "stellar",
+        "stellar-engine",
+        "stellar-billing",
+        "stellar-gateway",
+    ] {
         let out = Command::new(bin_path(bin)).arg("--help").output().unwrap();
         assert!(out.status.success(), "{bin} --help failed");
-        assert!(String::from_utf8_lossy(&out.stdout).to_lowercase().contains("usage"), "{bin} --help prints usage");
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .to_lowercase()
+                .contains("usage"),
+            "{bin} --help prints usage"
+        );
     }
 }
