@@ -86,13 +86,26 @@ pub enum Registered {
 
 /// Create a free account and its first key in one transaction. An existing e-mail gets nothing.
 pub async fn register(db: &Db, email: &str, free_tier: &str) -> sqlx::Result<Registered> {
-    let (uid, kid, now, key) = (Uuid::new_v4(), Uuid::new_v4(), Utc::now(), keys::generate());
+    create_account(db, Uuid::new_v4(), email, free_tier, None).await
+}
+
+/// What [`register`] does, with the user id chosen by the caller (checkout hands it to the
+/// provider before the account exists) and, for Toss, the customerKey already handed out.
+/// Whoever first names a new e-mail gets its first key; an existing e-mail gets nothing.
+pub async fn create_account(
+    db: &Db,
+    uid: Uuid,
+    email: &str,
+    free_tier: &str,
+    toss_customer_key: Option<&str>,
+) -> sqlx::Result<Registered> {
+    let (kid, now, key) = (Uuid::new_v4(), Utc::now(), keys::generate());
     with_db!(db, p => {
         let mut tx = p.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO users (id, email, tier, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) ON CONFLICT (email) DO NOTHING",
+            "INSERT INTO users (id, email, tier, toss_customer_key, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (email) DO NOTHING",
         )
-        .bind(uid).bind(email).bind(free_tier).bind(now)
+        .bind(uid).bind(email).bind(free_tier).bind(toss_customer_key).bind(now)
         .execute(&mut *tx).await?;
         if inserted.rows_affected() == 0 {
             tx.rollback().await?;
@@ -114,16 +127,33 @@ pub async fn register(db: &Db, email: &str, free_tier: &str) -> sqlx::Result<Reg
     })
 }
 
-/// The account for `email`, created on the free tier without any key if it does not exist
-/// (checkout for a new e-mail: the webhook must find an account to upgrade).
-pub async fn ensure_user(db: &Db, email: &str, free_tier: &str) -> sqlx::Result<User> {
-    let now = Utc::now();
-    with_db!(db, p => sqlx::query(
-        "INSERT INTO users (id, email, tier, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) ON CONFLICT (email) DO NOTHING")
-        .bind(Uuid::new_v4()).bind(email).bind(free_tier).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
-    user_by_email(db, email)
-        .await?
-        .ok_or(sqlx::Error::RowNotFound)
+impl User {
+    /// The account a checkout for a new e-mail will create (not in the DB yet): the provider
+    /// is called with it first, so a refused checkout creates nothing.
+    pub fn provisional(
+        id: Uuid,
+        email: &str,
+        free_tier: &str,
+        toss_customer_key: Option<String>,
+    ) -> User {
+        User {
+            id,
+            email: email.to_string(),
+            tier: free_tier.to_string(),
+            provider: None,
+            provider_customer_id: None,
+            provider_subscription_id: None,
+            subscription_status: "none".into(),
+            current_period_end: None,
+            cancel_at_period_end: false,
+            past_due_since: None,
+            provider_state_at: None,
+            toss_customer_key,
+            billing_key_enc: None,
+            charge_attempts: 0,
+            next_charge_at: None,
+        }
+    }
 }
 
 #[derive(Debug, serde::Serialize, sqlx::FromRow)]

@@ -96,3 +96,16 @@ impl FromRequestParts<AppState> for Auth {
         })
     }
 }
+
+/// Query parameters decoded into `T`; a missing or malformed parameter is a JSON 422 (never
+/// axum's plain-text rejection).
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(v)| QueryParams(v))
+            .map_err(|e| ApiError::Unprocessable(format!("Invalid query: {}", e.body_text())))
+    }
+}

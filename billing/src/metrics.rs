@@ -11,7 +11,8 @@ pub struct Metrics {
     pub checkouts: IntCounterVec,
     /// Toss charges by kind (first, renewal, lookup) and outcome (done, declined, unknown, error).
     pub charges: IntCounterVec,
-    /// Accounts and keys: registered, duplicate_email, key_created, key_revoked.
+    /// Accounts and keys: registered, registered_at_checkout, duplicate_email, key_created,
+    /// key_revoked.
     pub accounts: IntCounterVec,
 }
 
@@ -51,13 +52,38 @@ impl Metrics {
         }
     }
 
-    /// Webhook event labels are bounded: unknown event names are folded into "other".
+    /// Webhook event labels are bounded: only event types billing knows are labels, everything
+    /// else (including whatever an unsigned Toss body claims to be) is "other".
     pub fn webhook(&self, provider: &str, event: &str, outcome: &str) {
-        let event = if event.len() <= 48
-            && event
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
+        const KNOWN: &[&str] = &[
+            "unverified",
+            // Stripe
+            "checkout.session.completed",
+            "customer.subscription.created",
+            "customer.subscription.updated",
+            "customer.subscription.deleted",
+            "customer.subscription.resumed",
+            "customer.subscription.paused",
+            "invoice.paid",
+            "invoice.payment_succeeded",
+            "invoice.payment_failed",
+            // Lemon Squeezy
+            "subscription_created",
+            "subscription_updated",
+            "subscription_cancelled",
+            "subscription_resumed",
+            "subscription_expired",
+            "subscription_paused",
+            "subscription_unpaused",
+            "subscription_payment_success",
+            "subscription_payment_recovered",
+            "subscription_payment_failed",
+            // Toss
+            "PAYMENT_STATUS_CHANGED",
+            "BILLING_DELETED",
+            "DEPOSIT_CALLBACK",
+        ];
+        let event = if KNOWN.contains(&event) {
             event
         } else {
             "other"

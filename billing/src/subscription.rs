@@ -101,6 +101,9 @@ pub struct Event {
     pub currency: Option<String>,
     pub raw: Value,
     pub charge: Option<ChargeRecord>,
+    /// Toss `BILLING_DELETED`: the hash of the billing key Toss deleted. Ours is dropped in the
+    /// same transaction as the state change, so renewals stop exactly when the change commits.
+    pub drop_billing_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -390,6 +393,10 @@ pub async fn apply(db: &Db, ev: &Event, free_tier: &str) -> sqlx::Result<Outcome
                     .bind(user_id).bind(c.next_charge_at).execute(&mut *tx).await?;
             }
         }
+        if let Some(hash) = &ev.drop_billing_key {
+            sqlx::query("UPDATE users SET billing_key_enc = NULL, billing_key_hash = NULL WHERE id = $1 AND billing_key_hash = $2")
+                .bind(user_id).bind(hash).execute(&mut *tx).await?;
+        }
         let tier_after = match &decision { Ok(Some(n)) => n.tier.clone(), _ => u.tier.clone() };
         let event_type = match &outcome {
             Outcome::Stale => format!("{} (stale)", ev.event_type),
@@ -502,6 +509,7 @@ mod tests {
             amount_minor: None,
             currency: None,
             raw: Value::Null,
+            drop_billing_key: None,
             charge: None,
         }
     }

@@ -223,6 +223,7 @@
       if (!available) sub.textContent = "Not available right now";
     }
     setBusy(null);
+    showPayChoices(true);
     say($("checkout-error"), "");
     say($("checkout-status"), "");
     const email = $("checkout-email");
@@ -280,6 +281,11 @@
       checkoutError(S.errorText(res, `${PROVIDER_NAMES[provider]} checkout failed`));
       return;
     }
+    if (typeof res.data.api_key === "string") {
+      // A new e-mail: billing created the account and its first key, shown this once.
+      await revealNewKey(res.data.api_key, seq);
+      if (seq !== checkoutSeq) return;
+    }
     if (provider === "toss") {
       await tossCheckout(res.data, seq);
       return;
@@ -291,6 +297,41 @@
     }
     say($("checkout-status"), `Opening the ${PROVIDER_NAMES[provider]} checkout…`);
     location.assign(url);
+  }
+
+  function showPayChoices(on) {
+    $("checkout-email-field").hidden = !on;
+    $("pay-label").hidden = !on;
+    $("pay-options").hidden = !on;
+    $("checkout-key").hidden = on;
+  }
+
+  /** Show the new account's key (copy button, "save it now") and wait for "Continue to
+   *  payment". The key is also kept for this tab's dashboard session, so coming back from the
+   *  provider signs in with it. Resolves when the user continues (or the modal closes). */
+  function revealNewKey(key, seq) {
+    setBusy(null);
+    say($("checkout-status"), "");
+    S.session.set(key);
+    $("checkout-new-key").textContent = key;
+    $("checkout-copy-key").onclick = (e) => S.copyText(key, e.currentTarget, $("checkout-new-key"));
+    showPayChoices(false);
+    $("checkout-key").focus();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearInterval(watch);
+        resolve();
+      };
+      // Closing the modal bumps checkoutSeq: stop waiting then.
+      const watch = setInterval(() => {
+        if (seq !== checkoutSeq) done();
+      }, 250);
+      $("checkout-continue").onclick = () => {
+        $("checkout-continue").onclick = null;
+        say($("checkout-status"), "Continuing to payment…");
+        done();
+      };
+    });
   }
 
   /* TossPayments: its SDK is loaded only now that it was chosen. */

@@ -641,4 +641,38 @@ async function run() {
     await page.keyboard.press("Escape");
     await dlg.waitFor({ state: "hidden" });
   });
+
+  await stepDo("subscribe with a new e-mail: the account's key is shown once, then on to the provider", async () => {
+    await page.setViewportSize({ width: 1280, height: 800 });
+    const fresh = `buyer-${Date.now()}-${process.pid}@example.com`;
+    await page.goto(`${BASE}/?from=flow-new-buyer#pricing`);
+    await page.evaluate(() => sessionStorage.clear());
+    await page.locator(`[data-subscribe="${paidTier}"]`).click();
+    const dlg = page.getByRole("dialog", { name: /subscribe/i });
+    await dlg.waitFor();
+    await page.locator("#checkout-email").fill(fresh);
+    await dlg.getByRole("button", { name: /lemon squeezy/i }).click();
+    await page.locator("#checkout-key").waitFor({ state: "visible" });
+    const newKey = await text(page, "#checkout-new-key");
+    check(KEY_RE.test(newKey), `a well-formed key is shown for the new account (${newKey})`);
+    check(/shown only once/i.test(await text(page, "#checkout-key")), "the modal says the key is shown once");
+    check(await page.locator("#pay-options").isHidden(), "the payment choices step aside while the key is shown");
+    check(page.url().startsWith(BASE), "still on our page until the user continues");
+    await page.locator("#checkout-copy-key").click();
+    await page.locator("#checkout-copy-key").filter({ hasText: "Copied" }).waitFor();
+    check((await page.evaluate(() => navigator.clipboard.readText())) === newKey, "clipboard holds the new key");
+    const u = await api("GET", "/auth/usage", { key: newKey });
+    check(u.status === 200 && u.json?.email === fresh && u.json?.tier === "free", `the key works: ${u.status} ${u.text.slice(0, 200)}`);
+    await shot(page, "checkout-new-account-key", { fullPage: false });
+    await dlg.getByRole("button", { name: /continue to payment/i }).click();
+    await page.waitForURL((u) => (EXPECT.lemonsqueezy ? u.toString().startsWith(EXPECT.lemonsqueezy) : !u.toString().startsWith(BASE)), { timeout: 15000 });
+    log(`  new buyer → ${page.url()}`);
+    // The same e-mail again: the account exists, so no key, straight on to the provider.
+    await page.goto(`${BASE}/?from=flow-new-buyer-again#pricing`);
+    await page.locator(`[data-subscribe="${paidTier}"]`).click();
+    await dlg.waitFor();
+    await page.locator("#checkout-email").fill(fresh);
+    await dlg.getByRole("button", { name: /lemon squeezy/i }).click();
+    await page.waitForURL((u) => (EXPECT.lemonsqueezy ? u.toString().startsWith(EXPECT.lemonsqueezy) : !u.toString().startsWith(BASE)), { timeout: 15000 });
+  });
 }

@@ -111,6 +111,7 @@ impl Lemon {
             amount_minor: None,
             currency: None,
             raw,
+            drop_billing_key: None,
             charge: None,
         }
     }
@@ -174,6 +175,7 @@ impl Lemon {
                     amount_minor: a["total"].as_i64(),
                     currency: a["currency"].as_str().map(str::to_string),
                     raw: v.clone(),
+                    drop_billing_key: None,
                     charge: None,
                 }]
             }

@@ -60,7 +60,8 @@ pub fn verify_signature(
     if !ok {
         return Err("signature mismatch");
     }
-    if (now - t).abs() > tolerance {
+    // abs_diff: a signed but absurd `t` must not overflow.
+    if now.abs_diff(t) > tolerance.unsigned_abs() {
         return Err("timestamp outside the tolerance");
     }
     Ok(())
@@ -163,6 +164,7 @@ impl Stripe {
             amount_minor: None,
             currency: None,
             raw,
+            drop_billing_key: None,
             charge: None,
         }
     }
@@ -198,6 +200,7 @@ impl Stripe {
                     amount_minor: obj["amount_total"].as_i64(),
                     currency: obj["currency"].as_str().map(str::to_string),
                     raw: v.clone(),
+                    drop_billing_key: None,
                     charge: None,
                 }]
             }
@@ -247,6 +250,7 @@ impl Stripe {
                         .or_else(|| obj["amount_due"].as_i64()),
                     currency: obj["currency"].as_str().map(str::to_string),
                     raw: v.clone(),
+                    drop_billing_key: None,
                     charge: None,
                 }]
             }

@@ -314,40 +314,64 @@ impl Toss {
             amount_minor: None,
             currency: None,
             raw: json!({"source": "stellar"}),
+            drop_billing_key: None,
             charge: None,
         }
     }
 
-    /// Phase 1 of a charge: the pending row, committed before Toss is called.
-    async fn record_attempt(&self, user: &User, tier: &Tier, period: &str) -> ApiResult<String> {
-        for _ in 0..5 {
-            let now = Utc::now();
-            let max: Option<i32> = with_db!(&self.db, p => sqlx::query_scalar(
-                "SELECT MAX(attempt) FROM toss_charges WHERE user_id = $1 AND period = $2").bind(user.id).bind(period).fetch_one(p).await)?;
+    /// Phase 1 of a charge: the pending row, committed before Toss is called. `None` when the
+    /// account already has a charge whose outcome is not known yet: a second charge (a retried
+    /// confirmation, two at once, a renewal racing a confirmation) must wait for that one to be
+    /// settled, or a lost answer followed by a retry would charge the card twice. The check and
+    /// the insert run under the account's row lock (the first statement writes the user row,
+    /// which also takes SQLite's writer lock), so two attempts cannot both pass it.
+    async fn record_attempt(
+        &self,
+        user: &User,
+        tier: &Tier,
+        period: &str,
+    ) -> ApiResult<Option<String>> {
+        let now = Utc::now();
+        let amount = i64::try_from(tier.price_krw).unwrap_or(i64::MAX);
+        let r: sqlx::Result<Option<String>> = with_db!(&self.db, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("UPDATE users SET updated_at = updated_at WHERE id = $1")
+                .bind(user.id).execute(&mut *tx).await?;
+            let pending: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM toss_charges WHERE user_id = $1 AND status = 'pending'")
+                .bind(user.id).fetch_one(&mut *tx).await?;
+            if pending > 0 {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            let max: Option<i32> = sqlx::query_scalar(
+                "SELECT MAX(attempt) FROM toss_charges WHERE user_id = $1 AND period = $2")
+                .bind(user.id).bind(period).fetch_one(&mut *tx).await?;
             let attempt = max.unwrap_or(0) + 1;
             let order_id = format!("sg-{}-{period}-{attempt}", user.id.simple());
             debug_assert!(valid_order_id(&order_id));
+            // Marked in flight before the row commits, so the reconciler never resends it.
             self.in_flight
                 .lock()
                 .expect("in-flight set")
                 .insert(order_id.clone());
-            let r = with_db!(&self.db, p => sqlx::query(
+            let inserted = sqlx::query(
                 "INSERT INTO toss_charges (order_id, user_id, period, attempt, amount, tier, status, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) ON CONFLICT DO NOTHING")
-                .bind(&order_id).bind(user.id).bind(period).bind(attempt).bind(i64::try_from(tier.price_krw).unwrap_or(i64::MAX))
-                .bind(&tier.name).bind(now).execute(p).await.map(|r| r.rows_affected()));
-            match r {
-                Ok(1) => return Ok(order_id),
-                Ok(_) => self.forget_in_flight(&order_id),
-                Err(e) => {
-                    self.forget_in_flight(&order_id);
-                    return Err(e.into());
-                }
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7)")
+                .bind(&order_id).bind(user.id).bind(period).bind(attempt).bind(amount)
+                .bind(&tier.name).bind(now).execute(&mut *tx).await
+                .and(Ok(()));
+            let committed = match inserted {
+                Ok(()) => tx.commit().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = committed {
+                self.forget_in_flight(&order_id);
+                return Err(e.into());
             }
-        }
-        Err(ApiError::Internal(anyhow::anyhow!(
-            "could not allocate an orderId"
-        )))
+            Ok(Some(order_id))
+        });
+        Ok(r?)
     }
 
     fn forget_in_flight(&self, order_id: &str) {
@@ -373,7 +397,12 @@ impl Toss {
             .clone()
             .ok_or_else(|| ApiError::Conflict("No customerKey".into()))?;
         let period = period_start(user, Utc::now()).format("%Y%m").to_string();
-        let order_id = self.record_attempt(user, tier, &period).await?;
+        let Some(order_id) = self.record_attempt(user, tier, &period).await? else {
+            tracing::info!(user_id = %user.id, kind, "toss charge not started: an earlier charge is still being settled");
+            return Ok(ChargeOutcome::Unknown(
+                "an earlier charge for this account is still being settled".into(),
+            ));
+        };
         let pending = PendingCharge {
             order_id: order_id.clone(),
             user_id: user.id,
@@ -494,6 +523,7 @@ impl Toss {
                     amount_minor: Some(c.amount),
                     currency: Some("KRW".into()),
                     raw: raw.clone(),
+                    drop_billing_key: None,
                     charge: Some(ChargeRecord {
                         order_id: c.order_id.clone(),
                         status: "done",
@@ -522,6 +552,7 @@ impl Toss {
                     amount_minor: Some(c.amount),
                     currency: Some("KRW".into()),
                     raw: raw.clone(),
+                    drop_billing_key: None,
                     charge: Some(ChargeRecord {
                         order_id: c.order_id.clone(),
                         status: "failed",
@@ -718,6 +749,7 @@ impl Toss {
                             amount_minor: payment["totalAmount"].as_i64(),
                             currency: Some("KRW".into()),
                             raw: payment.clone(),
+                            drop_billing_key: None,
                             charge: Some(ChargeRecord {
                                 order_id: charge.order_id.clone(),
                                 status: "canceled",
@@ -741,9 +773,13 @@ impl Toss {
                 let Some(user) = user else { return Ok(vec![]) };
                 // Knowing the billing key is the proof here: it is a secret only Toss and we hold.
                 // Stop renewals: drop the key; the paid period runs out, then the account is free.
-                with_db!(&self.db, p => sqlx::query("UPDATE users SET billing_key_enc = NULL, billing_key_hash = NULL WHERE id = $1 AND billing_key_hash = $2")
-                    .bind(user.id).bind(&hash).execute(p).await.map(|r| r.rows_affected()))
-                    .map_err(|e| WebhookError::Unavailable(e.to_string()))?;
+                if user.provider.as_deref() != Some("toss") {
+                    // Not a Toss subscriber (any more): only forget the key.
+                    with_db!(&self.db, p => sqlx::query("UPDATE users SET billing_key_enc = NULL, billing_key_hash = NULL WHERE id = $1 AND billing_key_hash = $2")
+                        .bind(user.id).bind(&hash).execute(p).await.map(|r| r.rows_affected()))
+                        .map_err(|e| WebhookError::Unavailable(e.to_string()))?;
+                    return Ok(vec![]);
+                }
                 let mut ev = self.local_event(
                     &user,
                     "BILLING_DELETED",
@@ -759,11 +795,9 @@ impl Toss {
                     v["createdAt"].as_str().unwrap_or("")
                 );
                 ev.raw = json!({"eventType": "BILLING_DELETED", "createdAt": v["createdAt"], "reason": data["reason"]});
-                Ok(if user.provider.as_deref() == Some("toss") {
-                    vec![ev]
-                } else {
-                    vec![]
-                })
+                // The key is dropped in the transaction that applies the cancellation.
+                ev.drop_billing_key = Some(hash);
+                Ok(vec![ev])
             }
             _ => Ok(vec![]),
         }

@@ -1,12 +1,12 @@
 //! `/billing/*`: plans, checkout with each provider, Toss confirmation, portal and cancel.
 
-use crate::accounts::{self, normalize_email};
+use crate::accounts::{self, normalize_email, Registered};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Auth, JsonBody};
+use crate::extract::{Auth, JsonBody, QueryParams};
 use crate::providers::{CheckoutRequest, Provider};
 use crate::state::AppState;
 use crate::subscription;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Json;
@@ -48,7 +48,20 @@ fn paid_tier(st: &AppState, name: &str) -> ApiResult<Arc<Tier>> {
     Ok(t.clone())
 }
 
-async fn start_checkout(st: &AppState, provider: &str, body: &CheckoutBody) -> ApiResult<Value> {
+/// A started checkout: the provider's answer, and the first API key of the account the checkout
+/// created (only when the e-mail had no account; shown once, never stored or logged).
+struct Started {
+    answer: Value,
+    new_key: Option<String>,
+}
+
+/// Start a checkout. An e-mail with an account checks out for that account (no key). A new
+/// e-mail gets an account exactly as `POST /auth/register` would make it, with its first key:
+/// the provider is called first with the id the account will have, and the account is created
+/// only once the provider accepted, so a refused checkout creates nothing and a created account
+/// always comes with a key its buyer sees. If someone else names the same new e-mail at the same
+/// moment, the first to commit gets the key and the other checks out for that account, keyless.
+async fn start_checkout(st: &AppState, provider: &str, body: &CheckoutBody) -> ApiResult<Started> {
     let p = st
         .providers
         .by_path(provider)
@@ -61,42 +74,150 @@ async fn start_checkout(st: &AppState, provider: &str, body: &CheckoutBody) -> A
             "{provider} is not configured"
         )));
     }
-    // The webhook must find an account to upgrade: a new e-mail gets a free account (no key).
-    let user =
-        accounts::ensure_user(&st.db, &email, &st.settings.tiers.default_tier().name).await?;
-    let r = p
-        .checkout(CheckoutRequest {
-            user: &user,
-            tier: &tier,
-            email: &email,
-        })
-        .await;
-    st.metrics
-        .checkouts
-        .with_label_values(&[p.name(), if r.is_ok() { "ok" } else { "error" }])
-        .inc();
-    r
+    let free = st.settings.tiers.default_tier().name.clone();
+    for _ in 0..2 {
+        let existing = accounts::user_by_email(&st.db, &email).await?;
+        let user = match &existing {
+            Some(u) => u.clone(),
+            None => {
+                let toss_ck = (p.name() == "toss").then(|| uuid::Uuid::new_v4().to_string());
+                accounts::User::provisional(uuid::Uuid::new_v4(), &email, &free, toss_ck)
+            }
+        };
+        let r = p
+            .checkout(CheckoutRequest {
+                user: &user,
+                tier: &tier,
+                email: &email,
+            })
+            .await;
+        st.metrics
+            .checkouts
+            .with_label_values(&[p.name(), if r.is_ok() { "ok" } else { "error" }])
+            .inc();
+        let answer = r?;
+        if existing.is_some() {
+            return Ok(Started {
+                answer,
+                new_key: None,
+            });
+        }
+        match accounts::create_account(
+            &st.db,
+            user.id,
+            &email,
+            &free,
+            user.toss_customer_key.as_deref(),
+        )
+        .await?
+        {
+            Registered::Created { user_id, key, .. } => {
+                st.metrics
+                    .accounts
+                    .with_label_values(&["registered_at_checkout"])
+                    .inc();
+                tracing::info!(%user_id, provider = p.name(), "account registered at checkout");
+                return Ok(Started {
+                    answer,
+                    new_key: Some(key.plaintext),
+                });
+            }
+            // The e-mail was registered meanwhile: check out again, for that account.
+            Registered::AlreadyExists => continue,
+        }
+    }
+    Err(ApiError::Conflict(
+        "This e-mail was registered at the same moment; please try again".into(),
+    ))
 }
 
 pub async fn checkout_json(
     State(st): State<AppState>,
     Path(provider): Path<String>,
     JsonBody(body): JsonBody<CheckoutBody>,
-) -> ApiResult<Json<Value>> {
-    start_checkout(&st, &provider, &body).await.map(Json)
+) -> ApiResult<Response> {
+    let Started {
+        mut answer,
+        new_key,
+    } = start_checkout(&st, &provider, &body).await?;
+    if let Some(key) = new_key {
+        answer["api_key"] = Value::String(key);
+    }
+    // The answer may hold a key shown once: never cached.
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response())
 }
 
-/// The GET form the landing page can link to: 303 to the provider's checkout.
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// The provider's checkout URL, only if it is an http(s) URL a browser may be sent to.
+fn checkout_url(answer: &Value) -> ApiResult<String> {
+    answer["checkout_url"]
+        .as_str()
+        .and_then(|u| url::Url::parse(u).ok())
+        .filter(|u| matches!(u.scheme(), "https" | "http"))
+        .map(String::from)
+        .ok_or_else(|| ApiError::Provider("checkout without a usable url".into()))
+}
+
+/// The page a GET checkout for a new e-mail answers with instead of the redirect: the account's
+/// first key, shown once, and a link on to the provider.
+fn key_interstitial(email: &str, tier: &str, key: &str, continue_url: &str) -> Response {
+    let html = format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<meta name="robots" content="noindex"><title>Stellar Memory – your API key</title><link rel="stylesheet" href="/static/style.css"></head>
+<body><main class="wrap" style="max-width:42rem;margin:3rem auto">
+<h1>Your account is ready</h1>
+<p>We created an account for <strong>{email}</strong>. This is its API key; your <strong>{tier}</strong> plan applies to it once the payment goes through.</p>
+<p class="warning-line"><strong>Save it now: it is shown only once.</strong> We store only its hash and cannot show it again.</p>
+<div class="key-box"><code id="new-key">{key}</code> <button id="copy-key" class="btn btn-sm" type="button">Copy key</button></div>
+<p><a id="continue" class="btn btn-primary" href="{url}" rel="noreferrer">Continue to payment</a></p>
+</main>
+<script>
+document.getElementById("copy-key").addEventListener("click", async (e) => {{
+  const key = document.getElementById("new-key").textContent;
+  try {{ await navigator.clipboard.writeText(key); e.currentTarget.textContent = "Copied"; }}
+  catch (err) {{ const r = document.createRange(); r.selectNodeContents(document.getElementById("new-key")); const s = getSelection(); s.removeAllRanges(); s.addRange(r); }}
+}});
+</script></body></html>"#,
+        email = html_escape(email),
+        tier = html_escape(tier),
+        key = html_escape(key),
+        url = html_escape(continue_url),
+    );
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        Html(html),
+    )
+        .into_response()
+}
+
+/// The GET form the landing page can link to: 303 to the provider's checkout; for an e-mail
+/// without an account, a page with the new account's key (shown once) and a link onwards.
 pub async fn checkout_redirect(
     State(st): State<AppState>,
     Path(provider): Path<String>,
-    Query(q): Query<CheckoutBody>,
-) -> ApiResult<Redirect> {
-    let v = start_checkout(&st, &provider, &q).await?;
-    let url = v["checkout_url"]
-        .as_str()
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("checkout without url")))?;
-    Ok(Redirect::to(url))
+    QueryParams(q): QueryParams<CheckoutBody>,
+) -> ApiResult<Response> {
+    let Started { answer, new_key } = start_checkout(&st, &provider, &q).await?;
+    let url = checkout_url(&answer)?;
+    Ok(match new_key {
+        Some(key) => key_interstitial(
+            &normalize_email(&q.email).unwrap_or_default(),
+            &q.tier.trim().to_ascii_lowercase(),
+            &key,
+            &url,
+        ),
+        None => Redirect::to(&url).into_response(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -143,7 +264,10 @@ pub async fn toss_confirm(
 
 /// Toss's success redirect (`?customerKey=&authKey=` appended to our success_url): confirm on the
 /// server, then send the browser to the dashboard.
-pub async fn toss_success(State(st): State<AppState>, Query(b): Query<ConfirmBody>) -> Redirect {
+pub async fn toss_success(
+    State(st): State<AppState>,
+    QueryParams(b): QueryParams<ConfirmBody>,
+) -> Redirect {
     let public = st.settings.public_url().to_string();
     match confirm(&st, &b).await {
         Ok(v) if v["subscription_status"] != "pending" => Redirect::to(&format!(
@@ -172,7 +296,10 @@ pub struct FailQuery {
     code: String,
 }
 
-pub async fn toss_fail(State(st): State<AppState>, Query(q): Query<FailQuery>) -> Redirect {
+pub async fn toss_fail(
+    State(st): State<AppState>,
+    QueryParams(q): QueryParams<FailQuery>,
+) -> Redirect {
     let code: String = q
         .code
         .chars()
@@ -188,9 +315,19 @@ pub async fn toss_fail(State(st): State<AppState>, Query(q): Query<FailQuery>) -
 /// Billing's own Toss page: loads the SDK and starts `requestBillingAuth`.
 pub async fn toss_page(
     State(st): State<AppState>,
-    Query(q): Query<CheckoutBody>,
+    QueryParams(q): QueryParams<CheckoutBody>,
 ) -> ApiResult<Response> {
-    let v = start_checkout(&st, "toss", &q).await?;
+    let Started { answer: v, new_key } = start_checkout(&st, "toss", &q).await?;
+    if let Some(key) = new_key {
+        // A new e-mail: the key first; the link comes back here, to an account that exists.
+        let url = checkout_url(&v)?;
+        return Ok(key_interstitial(
+            &normalize_email(&q.email).unwrap_or_default(),
+            &q.tier.trim().to_ascii_lowercase(),
+            &key,
+            &url,
+        ));
+    }
     let data = serde_json::to_string(&v)
         .unwrap_or_default()
         .replace('<', "\\u003c");
