@@ -5,7 +5,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use stellar_common::{CommonConfig, Config, ConfigError, Tiers};
+use stellar_common::{CommonConfig, Config, ConfigError, Secret, Tiers};
 
 /// `[billing]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,11 +26,11 @@ pub struct BillingSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LemonSection {
-    pub api_key: String,
+    pub api_key: Secret,
     pub store_id: String,
     pub variant_pro: String,
     pub variant_team: String,
-    pub webhook_secret: String,
+    pub webhook_secret: Secret,
     pub api_base: String,
     pub test_mode: bool,
 }
@@ -39,8 +39,8 @@ pub struct LemonSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StripeSection {
-    pub secret_key: String,
-    pub webhook_secret: String,
+    pub secret_key: Secret,
+    pub webhook_secret: Secret,
     pub price_pro: String,
     pub price_team: String,
     pub api_base: String,
@@ -51,10 +51,10 @@ pub struct StripeSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TossSection {
-    pub secret_key: String,
+    pub secret_key: Secret,
     pub client_key: String,
-    pub webhook_secret: String,
-    pub encryption_key: String,
+    pub webhook_secret: Secret,
+    pub encryption_key: Secret,
     pub api_base: String,
     pub sdk_url: String,
     pub timeout_secs: f64,
@@ -113,10 +113,9 @@ impl Settings {
                 return Err(invalid(key, "must be an absolute URL"));
             }
         }
-        let toss_configured =
-            !toss.secret_key.trim().is_empty() && !toss.client_key.trim().is_empty();
+        let toss_configured = !toss.secret_key.is_empty() && !toss.client_key.trim().is_empty();
         let toss_key = if toss_configured {
-            Some(crate::crypto::parse_key(&toss.encryption_key).map_err(|m| {
+            Some(crate::crypto::parse_key(toss.encryption_key.expose()).map_err(|m| {
                 invalid(
                     "toss.encryption_key",
                     format!("{m}; Toss is configured, so billing keys need a 32-byte AES key (TOSS_ENCRYPTION_KEY, e.g. `openssl rand -hex 32`)"),

@@ -17,10 +17,12 @@ pub mod config;
 pub mod db;
 pub mod feed;
 pub mod keys;
+pub mod secret;
 pub mod telemetry;
 pub mod testing;
 pub mod tiers;
 
 pub use config::{CommonConfig, Config, ConfigError};
 pub use db::Db;
+pub use secret::Secret;
 pub use tiers::{Tier, Tiers};

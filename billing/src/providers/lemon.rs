@@ -48,7 +48,7 @@ impl Lemon {
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, self.url(path))
-            .bearer_auth(&self.cfg().api_key)
+            .bearer_auth(self.cfg().api_key.expose())
             .header("Accept", "application/vnd.api+json")
             .header("Content-Type", "application/vnd.api+json")
             .timeout(self.settings.provider_timeout())
@@ -271,7 +271,7 @@ impl Provider for Lemon {
             .get("x-signature")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if !verify_signature(&self.cfg().webhook_secret, body, sig) {
+        if !verify_signature(self.cfg().webhook_secret.expose(), body, sig) {
             return Err(WebhookError::Rejected("Invalid signature".into()));
         }
         self.parse(body)

@@ -88,7 +88,7 @@ impl Stripe {
                 "{}{path}",
                 self.cfg().api_base.trim_end_matches('/')
             ))
-            .bearer_auth(&self.cfg().secret_key)
+            .bearer_auth(self.cfg().secret_key.expose())
             .timeout(self.settings.provider_timeout())
     }
 
@@ -347,7 +347,7 @@ impl Provider for Stripe {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         verify_signature(
-            &self.cfg().webhook_secret,
+            self.cfg().webhook_secret.expose(),
             body,
             header,
             Utc::now().timestamp(),

@@ -141,7 +141,8 @@ impl Toss {
     fn auth(&self) -> String {
         format!(
             "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:", self.cfg().secret_key))
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:", self.cfg().secret_key.expose()))
         )
     }
 
