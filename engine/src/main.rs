@@ -1,0 +1,59 @@
+//! The `stellar-engine` binary: parse flags, load configuration, bind, run.
+
+use clap::Parser;
+use stellar_common::config::{exit_on_error, Config};
+use stellar_engine::{EngineConfig, Settings};
+
+/// Stellar memory engine: the Stellar Memory REST API v1 (store, recall, forget, zones, events).
+///
+/// Configuration comes from config/stellar.toml's [engine] section, the file given with --config
+/// (or STELLAR_CONFIG), and environment variables such as STELLAR_ENGINE_ADDR,
+/// STELLAR_ENGINE_METRICS_ADDR, STELLAR_ENGINE_DB_URL and STELLAR_DATA_DIR.
+#[derive(Parser, Debug)]
+#[command(name = "stellar-engine", version, about, long_about)]
+struct Cli {
+    /// A TOML file layered over the built-in defaults.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = exit_on_error(Config::load(cli.config.as_deref()));
+    let common = exit_on_error(config.common());
+    let section: EngineConfig = exit_on_error(config.section("engine"));
+    let settings = exit_on_error(Settings::new(&section, &common.data_dir));
+    stellar_common::telemetry::init_tracing("engine");
+
+    let bind = |addr: std::net::SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+    };
+    let api = bind(section.addr).await?;
+    let metrics = bind(section.metrics_addr).await?;
+    stellar_engine::run(settings, api, metrics, shutdown_signal()).await
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
