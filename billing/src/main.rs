@@ -33,29 +33,14 @@ async fn main() {
             std::process::exit(69);
         }
     };
-    if let Err(e) = stellar_billing::run(settings, listener, shutdown_signal()).await {
+    if let Err(e) = stellar_billing::run(
+        settings,
+        listener,
+        stellar_common::telemetry::shutdown_signal(),
+    )
+    .await
+    {
         eprintln!("error: {e:#}");
         std::process::exit(1);
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
 }

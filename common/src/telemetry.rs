@@ -23,3 +23,20 @@ pub fn init_tracing(service: &str) {
         tracing::debug!(service, "tracing initialised");
     }
 }
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT): the signal every service drains on.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}

@@ -33,27 +33,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let api = bind(section.addr).await?;
     let metrics = bind(section.metrics_addr).await?;
-    stellar_engine::run(settings, api, metrics, shutdown_signal()).await
-}
-
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
+    stellar_engine::run(
+        settings,
+        api,
+        metrics,
+        stellar_common::telemetry::shutdown_signal(),
+    )
+    .await
 }
