@@ -15,6 +15,9 @@ struct Cli {
     /// Configuration file layered over the defaults (also STELLAR_CONFIG).
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Validate the configuration (defaults, file, environment) and exit: 0 if valid, 64 if not.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[tokio::main]
@@ -23,6 +26,10 @@ async fn main() {
     stellar_common::telemetry::init_tracing("stellar-billing");
     let config = exit_on_error(Config::load(cli.config.as_deref()));
     let settings = exit_on_error(stellar_billing::settings::Settings::from_config(&config));
+    if cli.check_config {
+        println!("configuration OK");
+        return;
+    }
     let listener = match tokio::net::TcpListener::bind(settings.billing.addr).await {
         Ok(l) => l,
         Err(e) => {

@@ -15,6 +15,9 @@ struct Cli {
     /// A TOML file layered over the built-in defaults.
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
+    /// Validate the configuration (defaults, file, environment) and exit: 0 if valid, 64 if not.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[tokio::main]
@@ -24,6 +27,10 @@ async fn main() -> anyhow::Result<()> {
     let common = exit_on_error(config.common());
     let section: EngineConfig = exit_on_error(config.section("engine"));
     let settings = exit_on_error(Settings::new(&section, &common.data_dir));
+    if cli.check_config {
+        println!("configuration OK");
+        return Ok(());
+    }
     stellar_common::telemetry::init_tracing("engine");
 
     let bind = |addr: std::net::SocketAddr| async move {

@@ -9,15 +9,17 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Public listener.
-    pub addr: String,
+    pub addr: SocketAddr,
     /// Metrics and health listener.
-    pub metrics_addr: String,
+    pub metrics_addr: SocketAddr,
     /// Memory engine upstream (host:port).
     pub engine_upstream: String,
     /// Billing sidecar upstream (host:port).
     pub billing_upstream: String,
     /// Proxy worker threads.
     pub threads: usize,
+    /// One work-stealing runtime (true) or one single-threaded runtime per thread (false).
+    pub work_stealing: bool,
     /// SIGTERM grace period (s).
     pub grace_period_secs: u64,
     /// Runtime shutdown timeout after the grace period (s).

@@ -152,8 +152,8 @@ pub fn run(cfg: GatewayConfig, common: CommonConfig) -> anyhow::Result<()> {
     let tiers = Arc::new(Tiers::load(&common.tiers_file)?);
     let engine = config::resolve("engine_upstream", &cfg.engine_upstream)?;
     let billing = config::resolve("billing_upstream", &cfg.billing_upstream)?;
-    let addr = config::resolve("addr", &cfg.addr)?;
-    let metrics_addr = config::resolve("metrics_addr", &cfg.metrics_addr)?;
+    let addr = cfg.addr;
+    let metrics_addr = cfg.metrics_addr;
 
     let clock: Arc<SystemClock> = Arc::new(SystemClock::new());
     let limiter: Arc<dyn Limiter> = if cfg.redis_url.trim().is_empty() {
@@ -212,6 +212,7 @@ pub fn run(cfg: GatewayConfig, common: CommonConfig) -> anyhow::Result<()> {
 
     let conf = ServerConf {
         threads: cfg.threads.max(1),
+        work_stealing: cfg.work_stealing,
         grace_period_seconds: Some(cfg.grace_period_secs),
         graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout_secs),
         upstream_keepalive_pool_size: 512,
