@@ -214,29 +214,110 @@ pub async fn create_key(
     Ok((info, key))
 }
 
-/// Revoke one of `user`'s keys; `false` when the key is not theirs. Revoking twice is fine.
-pub async fn revoke_key(db: &Db, user: Uuid, key_id: Uuid) -> sqlx::Result<bool> {
+/// What [`revoke_key`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Revoked {
+    /// Revoked now, or it already was (revoking twice is fine).
+    Yes,
+    /// Not one of the user's keys.
+    NotFound,
+    /// It is the account's last active key: nothing changed (rotate it instead).
+    LastActiveKey,
+}
+
+/// Revoke one of `user`'s keys, unless it is the account's last active key: an account must
+/// keep a key it can sign in with (a known e-mail never gets a new one), so the last key can
+/// only be rotated. The first statement writes the user row, which serialises this with
+/// concurrent revocations, rotations and creations for the account on both back-ends, so two
+/// revocations of an account's last two keys cannot both pass the check.
+pub async fn revoke_key(db: &Db, user: Uuid, key_id: Uuid) -> sqlx::Result<Revoked> {
     let now = Utc::now();
     with_db!(db, p => {
         let mut tx = p.begin().await?;
+        let found: Option<String> = sqlx::query_scalar("UPDATE users SET updated_at = $2 WHERE id = $1 RETURNING tier")
+            .bind(user).bind(now).fetch_optional(&mut *tx).await?;
+        if found.is_none() {
+            tx.rollback().await?;
+            return Ok(Revoked::NotFound);
+        }
         let hash: Option<String> = sqlx::query_scalar(
             "UPDATE api_keys SET is_active = FALSE WHERE id = $1 AND user_id = $2 AND is_active = TRUE RETURNING key_hash")
             .bind(key_id).bind(user).fetch_optional(&mut *tx).await?;
         match hash {
             Some(h) => {
+                let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE user_id = $1 AND is_active = TRUE")
+                    .bind(user).fetch_one(&mut *tx).await?;
+                if left == 0 {
+                    tx.rollback().await?;
+                    return Ok(Revoked::LastActiveKey);
+                }
                 sqlx::query(APPEND_SQL).bind(Some(user)).bind(Some(h.as_str())).bind(feed::kind::KEY_REVOKED).bind(now)
                     .execute(&mut *tx).await?;
                 tx.commit().await?;
-                Ok(true)
+                Ok(Revoked::Yes)
             }
             None => {
                 let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE id = $1 AND user_id = $2")
                     .bind(key_id).bind(user).fetch_one(&mut *tx).await?;
                 tx.rollback().await?;
-                Ok(exists > 0)
+                Ok(if exists > 0 { Revoked::Yes } else { Revoked::NotFound })
             }
         }
     })
+}
+
+/// A key issued by [`rotate_key`] in place of `replaces`.
+pub struct Rotated {
+    pub info: KeyInfo,
+    pub key: NewKey,
+    pub replaces: Uuid,
+}
+
+/// Revoke one of `user`'s active keys and issue a replacement with the same name, in one
+/// transaction (both change-feed rows included). The number of active keys does not change,
+/// so this is allowed at the tier's key limit, and it is how the last key is replaced.
+/// `None` when the key is not the user's or is already revoked (nothing changes).
+pub async fn rotate_key(db: &Db, user: Uuid, key_id: Uuid) -> sqlx::Result<Option<Rotated>> {
+    let (kid, now, key) = (Uuid::new_v4(), Utc::now(), keys::generate());
+    let name: Option<String> = with_db!(db, p => {
+        let mut tx = p.begin().await?;
+        // Written first, as in create_key/revoke_key: serialises key changes of the account.
+        let found: Option<String> = sqlx::query_scalar("UPDATE users SET updated_at = $2 WHERE id = $1 RETURNING tier")
+            .bind(user).bind(now).fetch_optional(&mut *tx).await?;
+        if found.is_none() {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let old: Option<(String, Option<String>)> = sqlx::query_as(
+            "UPDATE api_keys SET is_active = FALSE WHERE id = $1 AND user_id = $2 AND is_active = TRUE RETURNING key_hash, name")
+            .bind(key_id).bind(user).fetch_optional(&mut *tx).await?;
+        let Some((old_hash, name)) = old else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        sqlx::query("INSERT INTO api_keys (id, user_id, key_hash, key_prefix, name, is_active, created_at) VALUES ($1, $2, $3, $4, $5, TRUE, $6)")
+            .bind(kid).bind(user).bind(&key.hash).bind(&key.display_prefix).bind(name.as_deref()).bind(now)
+            .execute(&mut *tx).await?;
+        sqlx::query(APPEND_SQL).bind(Some(user)).bind(Some(old_hash.as_str())).bind(feed::kind::KEY_REVOKED).bind(now)
+            .execute(&mut *tx).await?;
+        sqlx::query(APPEND_SQL).bind(Some(user)).bind(Some(key.hash.as_str())).bind(feed::kind::KEY_CREATED).bind(now)
+            .execute(&mut *tx).await?;
+        tx.commit().await?;
+        name
+    });
+    let info = KeyInfo {
+        id: kid,
+        name,
+        key_prefix: key.display_prefix.clone(),
+        is_active: true,
+        created_at: now,
+        last_used_at: None,
+    };
+    Ok(Some(Rotated {
+        info,
+        key,
+        replaces: key_id,
+    }))
 }
 
 #[derive(Debug, Default)]

@@ -12,7 +12,7 @@ pub struct Metrics {
     /// Toss charges by kind (first, renewal, lookup) and outcome (done, declined, unknown, error).
     pub charges: IntCounterVec,
     /// Accounts and keys: registered, registered_at_checkout, duplicate_email, key_created,
-    /// key_revoked.
+    /// key_revoked, key_rotated, last_key_kept (a refused revocation of the last active key).
     pub accounts: IntCounterVec,
 }
 

@@ -84,6 +84,7 @@
   async function refresh(opts) {
     if (!key || loading) return;
     loading = true;
+    const used = key;
     $("refresh").disabled = true;
     const skipUsage = opts && opts.skipUsage;
     const [u, k, hist, tiers] = await Promise.all([
@@ -94,6 +95,11 @@
     ]);
     loading = false;
     $("refresh").disabled = false;
+    if (used !== key) {
+      // The session switched keys (rotation) while this was loading: load again with the new one.
+      refresh();
+      return;
+    }
     if ((u && u.status === 401) || k.status === 401) {
       signOut("Your key is no longer valid (it may have been revoked). Sign in with another key.");
       return;
@@ -280,6 +286,18 @@
               ? h(
                   "button",
                   {
+                    class: "btn btn-sm",
+                    type: "button",
+                    "aria-label": `Rotate key ${k.name || "Default"} (${k.key_prefix}…)`,
+                    onclick: (e) => onRotate(k, current, e.currentTarget),
+                  },
+                  "Rotate",
+                )
+              : null,
+            k.is_active
+              ? h(
+                  "button",
+                  {
                     class: "btn btn-danger btn-sm",
                     type: "button",
                     "aria-label": `Revoke key ${k.name || "Default"} (${k.key_prefix}…)`,
@@ -306,8 +324,10 @@
       opener,
     });
     if (!ok) return;
+    say($("keys-error"), "");
     const res = await api("DELETE", `/auth/api-keys/${encodeURIComponent(k.id)}`, { key });
     if (!res.ok) {
+      // 409: the account's last active key; billing's message says to rotate it instead.
       say($("keys-error"), S.errorText(res, "Revoking the key failed"));
       return;
     }
@@ -318,6 +338,45 @@
     say($("dash-status"), `Key “${name}” revoked.`);
     await refresh();
     $("keys-title").focus?.();
+  }
+
+  async function onRotate(k, current, opener) {
+    const name = k.name || "Default";
+    const ok = await S.confirmDialog({
+      title: `Rotate “${name}”?`,
+      text:
+        `A new key named “${name}” replaces ${k.key_prefix}…, which gets 401 within a second. ` +
+        "The new key is shown once; update everything that uses the old one." +
+        (current ? " It is the key you are signed in with, so this tab switches to the new key." : ""),
+      confirmLabel: "Rotate key",
+      cancelLabel: "Keep key",
+      opener,
+    });
+    if (!ok) return;
+    say($("keys-error"), "");
+    const res = await api("POST", `/auth/api-keys/${encodeURIComponent(k.id)}/rotate`, { key });
+    if (!res.ok || !res.data || typeof res.data.api_key !== "string" || !S.KEY_RE.test(res.data.api_key)) {
+      say($("keys-error"), S.errorText(res, "Rotating the key failed"));
+      return;
+    }
+    const fresh = res.data.api_key;
+    if (current) {
+      key = fresh;
+      S.session.set(key);
+    }
+    const box = $("created-key");
+    $("created-key-title").textContent = `Replacement for “${res.data.name || name}”`;
+    $("created-key-value").textContent = fresh;
+    $("copy-created").textContent = "Copy key";
+    $("copy-created").onclick = (ev) => S.copyText(fresh, ev.currentTarget, $("created-key-value"));
+    box.hidden = false;
+    say(
+      $("dash-status"),
+      `Key “${name}” rotated: ${k.key_prefix}… stops working within a second.` +
+        (current ? " This tab now uses the new key." : ""),
+    );
+    box.focus();
+    await refresh();
   }
 
   async function onCreateKey(e) {

@@ -434,6 +434,74 @@ async function run() {
     await shot(page, "dashboard-key-revoked");
   });
 
+  await stepDo("revoking the last active key → billing's 409 message, the key keeps working", async () => {
+    const active = page.locator("#keys-body tr:not(.revoked)");
+    check((await active.count()) === 1, `one active key left (${await active.count()})`);
+    await active.first().getByRole("button", { name: /revoke/i }).click();
+    const dlg = page.getByRole("dialog", { name: /revoke/i });
+    await dlg.getByRole("button", { name: "Revoke key" }).click();
+    await dlg.waitFor({ state: "hidden" });
+    const err = page.locator("#keys-error");
+    await err.filter({ hasText: /last active key/i }).waitFor();
+    const msg = await text(page, "#keys-error");
+    check(msg.includes("rotate it instead") && msg.includes("/rotate"), `billing's message is shown: ${msg}`);
+    check(await page.locator("#account-view").isVisible(), "still signed in");
+    const r = await api("GET", "/api/v1/stats", { key });
+    check(r.status === 200, `the last key still works (${r.status})`);
+    await err.scrollIntoViewIfNeeded();
+    await shot(page, "dashboard-last-key-kept", { fullPage: false });
+  });
+
+  await stepDo("rotate the session's key: confirmation, new key shown once, the session switches", async () => {
+    const row = page.locator("#keys-body tr:not(.revoked)").first();
+    check((await row.locator(".tag", { hasText: "this session" }).count()) === 1, "the active key is this session's");
+    const rotate = row.getByRole("button", { name: /rotate/i });
+    await rotate.click();
+    const dlg = page.getByRole("dialog", { name: /rotate/i });
+    await dlg.waitFor();
+    check(await page.evaluate(() => document.activeElement?.id === "confirm-cancel"), "focus starts on the safe choice");
+    check(/signed in with/i.test(await text(page, "#confirm-text")), "the dialog says it is this session's key");
+    await page.keyboard.press("Escape");
+    await dlg.waitFor({ state: "hidden" });
+    check(await rotate.evaluate((el) => el === document.activeElement), "focus returns to the Rotate button");
+    check((await api("GET", "/api/v1/stats", { key })).status === 200, "after Escape the key still works");
+
+    await rotate.click();
+    await dlg.waitFor();
+    await shot(page, "dashboard-rotate-confirm", { fullPage: false });
+    await dlg.getByRole("button", { name: "Rotate key" }).click();
+    await dlg.waitFor({ state: "hidden" });
+    await page.locator("#created-key").waitFor({ state: "visible" });
+    const rotated = await text(page, "#created-key-value");
+    check(KEY_RE.test(rotated) && rotated !== key, `a new key is shown (${rotated})`);
+    check(/replacement/i.test(await text(page, "#created-key-title")), `titled as a replacement: ${await text(page, "#created-key-title")}`);
+    await page.locator("#copy-created").click();
+    await page.locator("#copy-created").filter({ hasText: "Copied" }).waitFor();
+    check((await page.evaluate(() => navigator.clipboard.readText())) === rotated, "clipboard holds the new key");
+    await until("this session to use the new key", async () => (await page.evaluate(() => sessionStorage.getItem("stellar-gate.api-key"))) === rotated, 5000, 100);
+    await page.locator("#keys-body tr:not(.revoked)", { hasText: rotated.slice(0, 15) }).locator(".tag", { hasText: "this session" }).waitFor();
+    check((await text(page, "#who")).includes(rotated.slice(0, 15)), `"signed in with" names the new key: ${await text(page, "#who")}`);
+    check(await page.locator("#account-view").isVisible(), "still signed in");
+    const start = Date.now();
+    await until(
+      "the replaced key to get 401",
+      async () => (await api("GET", "/api/v1/stats", { key })).status === 401,
+      KEY_WAIT_MS,
+      100,
+    );
+    log(`  replaced key → 401 after ${Date.now() - start} ms`);
+    const r = await api("GET", "/api/v1/stats", { key: rotated });
+    check(r.status === 200, `the new key works through the gateway (${r.status})`);
+    await shot(page, "dashboard-key-rotated");
+    await page.locator("#created-done").click();
+    check(await page.locator("#created-key").isHidden(), "the new key is hidden again");
+    key = rotated;
+    await page.reload();
+    await page.locator("#account-view").waitFor({ state: "visible" });
+    await page.locator("#keys-body tr").first().waitFor();
+    check(await page.locator("#signin-view").isHidden(), "a reload keeps the session on the new key");
+  });
+
   await stepDo("'Upgrade' opens the checkout for the next tier", async () => {
     const next = tiers[1];
     const link = page.locator("#upgrade");

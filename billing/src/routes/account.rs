@@ -1,6 +1,6 @@
 //! `/auth/*`: registration, keys, usage.
 
-use crate::accounts::{self, normalize_email, Registered};
+use crate::accounts::{self, normalize_email, Registered, Revoked};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, Auth, JsonBody, RawBody};
 use crate::state::AppState;
@@ -94,20 +94,61 @@ pub async fn create_key(
     ))
 }
 
+/// The answer to `DELETE` of the account's last active key (docs/billing-api.md).
+pub const LAST_KEY_DETAIL: &str =
+    "This is your last active key; rotate it instead (POST /auth/api-keys/{id}/rotate)";
+
 pub async fn revoke_key(
     State(st): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("Key not found".into()))?;
-    if !accounts::revoke_key(&st.db, auth.user_id, id).await? {
-        return Err(ApiError::NotFound("Key not found".into()));
+    match accounts::revoke_key(&st.db, auth.user_id, id).await? {
+        Revoked::Yes => {}
+        Revoked::NotFound => return Err(ApiError::NotFound("Key not found".into())),
+        Revoked::LastActiveKey => {
+            st.metrics
+                .accounts
+                .with_label_values(&["last_key_kept"])
+                .inc();
+            return Err(ApiError::Conflict(LAST_KEY_DETAIL.into()));
+        }
     }
     st.metrics
         .accounts
         .with_label_values(&["key_revoked"])
         .inc();
     Ok(Json(json!({"id": id, "revoked": true})))
+}
+
+/// Revoke a key and issue its replacement (same name) in one step: allowed at the tier's key
+/// limit, and the way to replace the last key.
+pub async fn rotate_key(
+    State(st): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("Key not found".into()))?;
+    let r = accounts::rotate_key(&st.db, auth.user_id, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("Key not found".into()))?;
+    st.metrics
+        .accounts
+        .with_label_values(&["key_rotated"])
+        .inc();
+    tracing::info!(user_id = %auth.user_id, old_key_id = %r.replaces, new_key_id = %r.info.id, "key rotated");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": r.info.id,
+            "name": r.info.name,
+            "key_prefix": r.info.key_prefix,
+            "api_key": r.key.plaintext,
+            "created_at": r.info.created_at,
+            "replaces": r.replaces,
+        })),
+    ))
 }
 
 pub async fn usage(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
