@@ -4,7 +4,10 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "stellar-bench", about = "Benchmarks for the engine and the gateway (run with --release binaries)")]
+#[command(
+    name = "stellar-bench",
+    about = "Benchmarks for the engine and the gateway (run with --release binaries)"
+)]
 struct Cli {
     /// Directory with the release binaries.
     #[arg(long, default_value = "target/release", global = true)]
@@ -44,8 +47,15 @@ enum Cmd {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let report = match cli.command {
-        Cmd::Engine { sizes } => stellar_bench::engine::run(&sizes, &cli.bin_dir.join("stellar-engine")).await?,
-        Cmd::Gateway { secs, connections, rss_keys, no_redis } => {
+        Cmd::Engine { sizes } => {
+            stellar_bench::engine::run(&sizes, &cli.bin_dir.join("stellar-engine")).await?
+        }
+        Cmd::Gateway {
+            secs,
+            connections,
+            rss_keys,
+            no_redis,
+        } => {
             stellar_bench::gateway::run(stellar_bench::gateway::GatewayBenchOpts {
                 bin_dir: cli.bin_dir.clone(),
                 duration_secs: secs,
