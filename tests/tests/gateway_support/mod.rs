@@ -216,7 +216,7 @@ async fn bytes_handler(Query(q): Query<HashMap<String, String>>) -> impl IntoRes
 
 async fn echo_handler(req: Request) -> impl IntoResponse {
     let (parts, body) = req.into_parts();
-    let q: HashMap<String, String> = parts.uri.query().map(|q| url_pairs(q)).unwrap_or_default();
+    let q: HashMap<String, String> = parts.uri.query().map(url_pairs).unwrap_or_default();
     if let Some(ms) = q.get("sleep_ms").and_then(|v| v.parse::<u64>().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
