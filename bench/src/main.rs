@@ -40,6 +40,9 @@ enum Cmd {
         /// Skip the Redis limiter and two-gateway runs.
         #[arg(long)]
         no_redis: bool,
+        /// Gateway proxy threads = nginx worker processes.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
     },
 }
 
@@ -55,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
             connections,
             rss_keys,
             no_redis,
+            workers,
         } => {
             stellar_bench::gateway::run(stellar_bench::gateway::GatewayBenchOpts {
                 bin_dir: cli.bin_dir.clone(),
@@ -62,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
                 connections,
                 rss_keys,
                 redis: !no_redis,
+                workers,
             })
             .await?
         }

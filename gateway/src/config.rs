@@ -44,6 +44,8 @@ pub struct GatewayConfig {
     pub negative_cache_ttl_ms: u64,
     /// Pool size of the gateway's account DB connections.
     pub db_max_connections: u32,
+    /// Upper bound of that pool when the account DB is SQLite.
+    pub sqlite_max_connections: u32,
     /// Deadline of one DB call on the request path (ms).
     pub db_timeout_ms: u64,
     /// Apply migrations at start.

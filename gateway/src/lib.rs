@@ -12,8 +12,9 @@
 //!    periodic reconciliation with the engine.
 //! 5. [`proxy`] — the pingora hooks that call all of the above, header hygiene, streaming.
 //! 6. [`errors`] — every answer the gateway writes itself, in one place.
-//! 7. [`usage`] (write-behind counters), [`metrics`], [`ops`] (/metrics, /healthz, /readyz),
-//!    and [`service`], which wires the pingora server and its background loops.
+//! 7. [`usage`] (write-behind counters), [`metrics`] (with [`tier_meta`]: per-tier header values
+//!    and metric handles built once), [`ops`] (/metrics, /healthz, /readyz), and [`service`],
+//!    which wires the pingora server and its background loops.
 
 pub mod auth;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod quota;
 pub mod redis_limit;
 pub mod routing;
 pub mod service;
+pub mod tier_meta;
 pub mod usage;
 
 pub use config::GatewayConfig;

@@ -184,6 +184,10 @@ impl<K: Hash + Eq + Clone> LocalBuckets<K> {
             let before = map.len();
             map.retain(|_, (b, r)| !b.is_full_at(*r, now));
             removed += before - map.len();
+            // A burst of accounts must not pin its table size forever.
+            if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+                map.shrink_to_fit();
+            }
         }
         removed
     }
@@ -223,6 +227,11 @@ impl Backend {
 #[async_trait::async_trait]
 pub trait Limiter: Send + Sync {
     async fn check(&self, account: uuid::Uuid, rate: Rate) -> (Decision, Backend);
+    /// The decision without awaiting, for limiters that never wait (saves boxing a future per
+    /// request); `None` = call [`Limiter::check`].
+    fn check_now(&self, _account: uuid::Uuid, _rate: Rate) -> Option<(Decision, Backend)> {
+        None
+    }
     /// Periodic housekeeping (dropping idle state).
     fn sweep(&self) {}
 }
@@ -235,9 +244,17 @@ impl Limiter for LocalLimiter {
     async fn check(&self, account: uuid::Uuid, rate: Rate) -> (Decision, Backend) {
         (self.0.take(&account, rate), Backend::Local)
     }
+    fn check_now(&self, account: uuid::Uuid, rate: Rate) -> Option<(Decision, Backend)> {
+        Some((self.0.take(&account, rate), Backend::Local))
+    }
     fn sweep(&self) {
         self.0.sweep();
     }
+}
+
+/// `RateLimit-Policy` of draft-ietf-httpapi-ratelimit-headers-11: quota q per window w seconds.
+pub fn policy_value(policy: &str, rate: Rate) -> String {
+    format!("\"{policy}\";q={};w=60", rate.per_minute)
 }
 
 /// The rate-limit response headers for a decision under `policy` (the tier name, or "ip").
@@ -247,10 +264,7 @@ pub fn headers(policy: &str, rate: Rate, d: &Decision) -> Vec<(&'static str, Str
         ("X-RateLimit-Remaining", d.remaining.to_string()),
         ("X-RateLimit-Reset", d.reset_secs.to_string()),
         // draft-ietf-httpapi-ratelimit-headers-11: quota q per window w seconds; r left, t until reset.
-        (
-            "RateLimit-Policy",
-            format!("\"{policy}\";q={};w=60", rate.per_minute),
-        ),
+        ("RateLimit-Policy", policy_value(policy, rate)),
         (
             "RateLimit",
             format!("\"{policy}\";r={};t={}", d.remaining, d.reset_secs),

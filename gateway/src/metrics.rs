@@ -6,7 +6,8 @@
 use once_cell::sync::Lazy;
 use pingora_prometheus::prometheus::{
     register_histogram, register_histogram_vec, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, Histogram, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    register_int_gauge_vec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -50,6 +51,19 @@ pub static AUTH_CACHE: Lazy<IntCounterVec> = Lazy::new(|| {
     )
     .expect("metric")
 });
+
+/// Handles of [`AUTH_CACHE`] by [`crate::auth::CacheOutcome`] (hit, miss, negative hit), and of
+/// the latency histograms by route / upstream: no label lookup per request.
+pub static AUTH_CACHE_BY_OUTCOME: Lazy<[IntCounter; 3]> =
+    Lazy::new(|| ["hit", "miss", "negative_hit"].map(|r| AUTH_CACHE.with_label_values(&[r])));
+
+pub static REQUEST_SECONDS_BY_ROUTE: Lazy<[Histogram; 6]> = Lazy::new(|| {
+    ["health", "store", "forget", "events", "engine", "billing"]
+        .map(|r| REQUEST_SECONDS.with_label_values(&[r]))
+});
+
+pub static UPSTREAM_SECONDS_BY_UPSTREAM: Lazy<[Histogram; 2]> =
+    Lazy::new(|| ["engine", "billing"].map(|u| UPSTREAM_SECONDS.with_label_values(&[u])));
 
 pub static AUTH_REJECTIONS: Lazy<IntCounterVec> = Lazy::new(|| {
     register_int_counter_vec!(
@@ -159,9 +173,7 @@ pub fn init() {
     Lazy::force(&REQUESTS);
     Lazy::force(&REQUEST_SECONDS);
     Lazy::force(&UPSTREAM_SECONDS);
-    for r in ["hit", "miss", "negative_hit"] {
-        AUTH_CACHE.with_label_values(&[r]);
-    }
+    Lazy::force(&AUTH_CACHE_BY_OUTCOME);
     Lazy::force(&AUTH_REJECTIONS);
     Lazy::force(&LIMITER);
     Lazy::force(&REDIS_UP);

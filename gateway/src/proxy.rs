@@ -7,10 +7,11 @@
 use crate::auth::{self, Auth, AuthCache, KeyProblem, Principal};
 use crate::config::GatewayConfig;
 use crate::errors::{self, Reject};
-use crate::limits::{self, Limiter, LocalBuckets, Rate};
+use crate::limits::{self, Decision, Limiter, LocalBuckets, Rate};
 use crate::metrics;
 use crate::quota::{self, AgentCheck, InFlight, Reserve};
 use crate::routing::{self, EngineOp, Route};
+use crate::tier_meta::{self, TierMeta, TierMetas};
 use crate::usage::Usage;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
+use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -37,6 +39,11 @@ pub struct Gateway {
     pub limiter: Arc<dyn Limiter>,
     pub ip_buckets: Arc<LocalBuckets<IpAddr>>,
     pub ip_rate: Rate,
+    /// Header values and metric handles of the per-IP policy and of every tier.
+    pub ip_meta: Arc<TierMeta>,
+    pub metas: Arc<TierMetas>,
+    /// Upstream peers, built once (same pool key every time, so connections are reused).
+    pub peers: Peers,
     /// (user, agent) pairs known to be registered: steady agent traffic costs no query.
     pub agents: moka::future::Cache<(Uuid, String), ()>,
     pub usage: Arc<Usage>,
@@ -46,12 +53,13 @@ pub struct Gateway {
 /// Per-request state.
 pub struct Ctx {
     started: Instant,
-    request_id: String,
+    request_id: RequestId,
     route: Route,
     client_ip: Option<IpAddr>,
     principal: Option<Arc<Principal>>,
     agent: Option<String>,
-    rate_headers: Vec<(&'static str, String)>,
+    /// The rate-limit decision to report on the response, under its policy.
+    rate: Option<(Arc<TierMeta>, Decision)>,
     /// A memory reserved for this store, to commit (2xx) or release (anything else).
     reserved: Option<Uuid>,
     upstream_status: Option<u16>,
@@ -62,8 +70,96 @@ pub struct Ctx {
     forget_settled: bool,
 }
 
+/// The upstream peers, one per (upstream, read timeout).
+pub struct Peers {
+    engine: HttpPeer,
+    events: HttpPeer,
+    billing: HttpPeer,
+}
+
+impl Peers {
+    pub fn new(cfg: &GatewayConfig, engine: SocketAddr, billing: SocketAddr) -> Peers {
+        let peer = |addr, read| {
+            let mut peer = HttpPeer::new(addr, false, String::new());
+            peer.options.connection_timeout = Some(Duration::from_millis(cfg.connect_timeout_ms));
+            peer.options.read_timeout = Some(Duration::from_secs(read));
+            peer.options.write_timeout = Some(Duration::from_secs(cfg.read_timeout_secs));
+            peer.options.idle_timeout = Some(Duration::from_secs(cfg.upstream_idle_timeout_secs));
+            peer
+        };
+        Peers {
+            engine: peer(engine, cfg.read_timeout_secs),
+            events: peer(engine, cfg.events_read_timeout_secs),
+            billing: peer(billing, cfg.read_timeout_secs),
+        }
+    }
+}
+
+/// A request id, stored inline (no allocation per request).
+#[derive(Clone, Copy)]
+pub struct RequestId {
+    buf: [u8; 64],
+    len: u8,
+}
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever stored.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
+    }
+
+    fn from_ascii(s: &[u8]) -> RequestId {
+        let mut buf = [0u8; 64];
+        buf[..s.len()].copy_from_slice(s);
+        RequestId {
+            buf,
+            len: s.len() as u8,
+        }
+    }
+
+    /// A random (version 4) UUID from a per-thread generator seeded from the OS once: no
+    /// system call per request.
+    fn generate() -> RequestId {
+        thread_local! {
+            static STATE: Cell<u64> = Cell::new({
+                let b = *Uuid::new_v4().as_bytes();
+                u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+            });
+        }
+        let (a, b) = STATE.with(|s| {
+            let next = || {
+                // splitmix64
+                let x = s.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+                s.set(x);
+                let mut z = x;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^ (z >> 31)
+            };
+            (next(), next())
+        });
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&a.to_le_bytes());
+        bytes[8..].copy_from_slice(&b.to_le_bytes());
+        let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let s = id.hyphenated().encode_lower(&mut text);
+        RequestId::from_ascii(s.as_bytes())
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Keep a client's request id if it is sane (≤ 64 of `A-Z a-z 0-9 - _ .`), else make one.
 pub fn request_id(client: Option<&str>) -> String {
+    make_request_id(client).as_str().to_string()
+}
+
+fn make_request_id(client: Option<&str>) -> RequestId {
     match client {
         Some(id)
             if !id.is_empty()
@@ -72,9 +168,9 @@ pub fn request_id(client: Option<&str>) -> String {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) =>
         {
-            id.to_string()
+            RequestId::from_ascii(id.as_bytes())
         }
-        _ => Uuid::new_v4().to_string(),
+        _ => RequestId::generate(),
     }
 }
 
@@ -85,17 +181,24 @@ impl Gateway {
 
     async fn reject(&self, session: &mut Session, ctx: &mut Ctx, r: Reject) -> Result<bool> {
         ctx.reject = Some(r.reason());
-        errors::respond(session, &r, &ctx.request_id, &[]).await
+        if let (Reject::BodyTooLarge { .. }, pingora::protocols::http::ServerSession::H1(h1)) =
+            (&r, session.as_downstream_mut())
+        {
+            // Read and discard the unwanted upload for a bounded time before closing, so a
+            // client still writing it sees the 413 instead of a broken pipe.
+            h1.set_close_on_response_before_downstream_finish(false);
+            h1.set_total_drain_timeout(Some(Duration::from_secs(2)));
+        }
+        errors::respond(session, &r, ctx.request_id.as_str(), &[]).await
     }
 
     /// Per-IP bucket (unauthenticated routes, failed auth). `None` = allowed.
     fn ip_take(&self, ctx: &mut Ctx) -> Option<Reject> {
         let ip = ctx.client_ip?;
         let d = self.ip_buckets.take(&ip, self.ip_rate);
-        metrics::LIMITER
-            .with_label_values(&["ip", if d.allowed { "allowed" } else { "denied" }, "local"])
-            .inc();
-        ctx.rate_headers = limits::headers("ip", self.ip_rate, &d);
+        self.ip_meta
+            .count_decision(d.allowed, limits::Backend::Local);
+        ctx.rate = Some((self.ip_meta.clone(), d));
         (!d.allowed).then(|| Reject::RateLimited {
             policy: "ip".into(),
             rate: self.ip_rate,
@@ -157,9 +260,12 @@ impl Gateway {
                 self.auth.resolve(key, self.db()).await
             }
         };
-        metrics::AUTH_CACHE
-            .with_label_values(&[auth::outcome_label(outcome)])
-            .inc();
+        metrics::AUTH_CACHE_BY_OUTCOME[match outcome {
+            auth::CacheOutcome::Hit => 0,
+            auth::CacheOutcome::Miss => 1,
+            auth::CacheOutcome::NegativeHit => 2,
+        }]
+        .inc();
         let principal = match result {
             Auth::Ok(p) => p,
             Auth::Unknown => {
@@ -183,15 +289,12 @@ impl Gateway {
             per_minute: tier.requests_per_minute,
             burst: tier.burst,
         };
-        let (d, backend) = self.limiter.check(principal.user_id, rate).await;
-        metrics::LIMITER
-            .with_label_values(&[
-                tier.name.as_str(),
-                if d.allowed { "allowed" } else { "denied" },
-                backend.label(),
-            ])
-            .inc();
-        ctx.rate_headers = limits::headers(&tier.name, rate, &d);
+        let (d, backend) = match self.limiter.check_now(principal.user_id, rate) {
+            Some(r) => r,
+            None => self.limiter.check(principal.user_id, rate).await,
+        };
+        principal.meta.count_decision(d.allowed, backend);
+        ctx.rate = Some((principal.meta.clone(), d));
         if !d.allowed {
             return Some(Reject::RateLimited {
                 policy: tier.name.clone(),
@@ -305,12 +408,15 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             started: Instant::now(),
-            request_id: String::new(),
+            request_id: RequestId {
+                buf: [0; 64],
+                len: 0,
+            },
             route: Route::Billing { ip_limited: false },
             client_ip: None,
             principal: None,
             agent: None,
-            rate_headers: Vec::new(),
+            rate: None,
             reserved: None,
             upstream_status: None,
             upstream_sent: None,
@@ -326,7 +432,7 @@ impl ProxyHttp for Gateway {
         ctx.counted = true;
         session.set_keepalive(Some(75));
         let req = session.req_header();
-        ctx.request_id = request_id(
+        ctx.request_id = make_request_id(
             req.headers
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok()),
@@ -348,23 +454,14 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let cfg = &self.cfg;
-        let addr = if ctx.route.is_engine() {
-            self.engine
+        let peer = if ctx.route == Route::Engine(EngineOp::Events) {
+            &self.peers.events
+        } else if ctx.route.is_engine() {
+            &self.peers.engine
         } else {
-            self.billing
+            &self.peers.billing
         };
-        let read = if ctx.route == Route::Engine(EngineOp::Events) {
-            cfg.events_read_timeout_secs
-        } else {
-            cfg.read_timeout_secs
-        };
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.connection_timeout = Some(Duration::from_millis(cfg.connect_timeout_ms));
-        peer.options.read_timeout = Some(Duration::from_secs(read));
-        peer.options.write_timeout = Some(Duration::from_secs(cfg.read_timeout_secs));
-        peer.options.idle_timeout = Some(Duration::from_secs(cfg.upstream_idle_timeout_secs));
-        Ok(Box::new(peer))
+        Ok(Box::new(peer.clone()))
     }
 
     async fn upstream_request_filter(
@@ -374,20 +471,23 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         // Step 7: nothing the client says about identity reaches an upstream.
-        let spoofable: Vec<http::HeaderName> = up
-            .headers
-            .keys()
-            .filter(|n| n.as_str().starts_with("x-stellar-"))
-            .cloned()
-            .collect();
-        for name in &spoofable {
-            up.remove_header(name);
+        let spoofed = |n: &http::HeaderName| n.as_str().starts_with("x-stellar-");
+        if up.headers.keys().any(spoofed) {
+            let spoofable: Vec<http::HeaderName> =
+                up.headers.keys().filter(|n| spoofed(n)).cloned().collect();
+            for name in &spoofable {
+                up.remove_header(name);
+            }
         }
         if ctx.route.is_engine() {
             up.remove_header("x-api-key");
             up.remove_header("authorization");
             if let Some(p) = &ctx.principal {
-                up.insert_header("X-Stellar-User", p.user_id.to_string())?;
+                let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                up.insert_header(
+                    "X-Stellar-User",
+                    &*p.user_id.hyphenated().encode_lower(&mut buf),
+                )?;
             }
             if let Some(a) = &ctx.agent {
                 up.insert_header("X-Stellar-Agent", a.as_str())?;
@@ -398,7 +498,19 @@ impl ProxyHttp for Gateway {
         }
         up.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         match ctx.client_ip {
-            Some(ip) => up.insert_header("X-Forwarded-For", ip.to_string())?,
+            Some(ip) => {
+                use std::io::Write;
+                let mut buf = [0u8; 48];
+                let mut w = &mut buf[..];
+                let _ = write!(w, "{ip}");
+                let n = 48 - w.len();
+                up.insert_header(
+                    "X-Forwarded-For",
+                    http::HeaderValue::from_bytes(&buf[..n]).map_err(|_| {
+                        Error::explain(ErrorType::InternalError, "client address as header")
+                    })?,
+                )?
+            }
             None => {
                 up.remove_header("x-forwarded-for");
             }
@@ -435,13 +547,7 @@ impl ProxyHttp for Gateway {
         // answer are settled in `logging`.
         self.settle_quota(ctx).await;
         if let Some(t) = ctx.upstream_sent {
-            let label = if ctx.route.is_engine() {
-                "engine"
-            } else {
-                "billing"
-            };
-            metrics::UPSTREAM_SECONDS
-                .with_label_values(&[label])
+            metrics::UPSTREAM_SECONDS_BY_UPSTREAM[usize::from(!ctx.route.is_engine())]
                 .observe(t.elapsed().as_secs_f64());
         }
         Ok(())
@@ -453,8 +559,8 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        for (k, v) in &ctx.rate_headers {
-            resp.insert_header(*k, v.as_str())?;
+        if let Some((meta, d)) = &ctx.rate {
+            meta.write_headers(resp, d)?;
         }
         resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         Ok(())
@@ -476,7 +582,7 @@ impl ProxyHttp for Gateway {
         // Release before answering (see upstream_response_filter).
         self.settle_quota(ctx).await;
         if session.response_written().is_none() {
-            if let Ok((h, body)) = r.response(&ctx.request_id, &[]) {
+            if let Ok((h, body)) = r.response(ctx.request_id.as_str(), &[]) {
                 let _ = session
                     .as_downstream_mut()
                     .write_error_response(h, body)
@@ -497,63 +603,31 @@ impl ProxyHttp for Gateway {
         metrics::INFLIGHT.dec();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = ctx.route.label();
-        let tier = ctx
-            .principal
-            .as_ref()
-            .map_or("none", |p| p.tier.name.as_str());
         let elapsed = ctx.started.elapsed();
-        metrics::REQUESTS
-            .with_label_values(&[route, status_label(status), tier])
-            .inc();
-        metrics::REQUEST_SECONDS
-            .with_label_values(&[route])
+        match &ctx.principal {
+            Some(p) => p.meta.count_request(ctx.route, status),
+            None => self.metas.none().count_request(ctx.route, status),
+        }
+        metrics::REQUEST_SECONDS_BY_ROUTE[tier_meta::route_index(ctx.route)]
             .observe(elapsed.as_secs_f64());
         if let Some(p) = &ctx.principal {
-            self.usage
-                .record(p.user_id, p.key_id, chrono::Utc::now().timestamp());
+            self.usage.record_key(p, chrono::Utc::now().timestamp());
         }
-        let user = ctx.principal.as_ref().map(|p| p.user_id.to_string());
         let ms = elapsed.as_secs_f64() * 1000.0;
+        // Successful requests log at debug only: a line per request would cost more than the
+        // rest of the request (errors stay at warn, refusals at info).
+        let user = || ctx.principal.as_ref().map(|p| p.user_id.to_string());
         if status >= 500 || e.is_some() {
+            let user = user();
             tracing::warn!(request_id = %ctx.request_id, route, status, user, upstream_status = ctx.upstream_status, ms,
                 reason = ctx.reject, error = e.map(|e| e.to_string()), "request failed");
         } else if status >= 400 {
+            let user = user();
             tracing::info!(request_id = %ctx.request_id, route, status, user, ms, reason = ctx.reject, "request refused");
-        } else {
+        } else if tracing::enabled!(tracing::Level::DEBUG) {
+            let user = user();
             tracing::debug!(request_id = %ctx.request_id, route, status, user, ms, "request");
         }
-    }
-}
-
-/// Status codes as static labels (bounded set).
-fn status_label(s: u16) -> &'static str {
-    const KNOWN: [(u16, &str); 16] = [
-        (0, "0"),
-        (200, "200"),
-        (201, "201"),
-        (204, "204"),
-        (304, "304"),
-        (400, "400"),
-        (401, "401"),
-        (403, "403"),
-        (404, "404"),
-        (413, "413"),
-        (422, "422"),
-        (429, "429"),
-        (500, "500"),
-        (502, "502"),
-        (503, "503"),
-        (504, "504"),
-    ];
-    if let Some((_, l)) = KNOWN.iter().find(|(c, _)| *c == s) {
-        return l;
-    }
-    match s / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        _ => "5xx",
     }
 }
 

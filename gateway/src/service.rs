@@ -8,9 +8,10 @@ use crate::config::{self, GatewayConfig};
 use crate::limits::{Limiter, LocalBuckets, LocalLimiter, Rate, SystemClock};
 use crate::metrics;
 use crate::ops::OpsApp;
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, Peers};
 use crate::quota::{self, InFlight};
 use crate::redis_limit::RedisLimiter;
+use crate::tier_meta::{TierMeta, TierMetas};
 use crate::usage::Usage;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
@@ -42,8 +43,17 @@ struct GatewaySharedHandles {
 impl BackgroundService for Maintenance {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let g = &self.gw;
+        // SQLite serialises writers, and every connection keeps its own page cache and thread:
+        // a few are enough, more only cost memory.
+        let max_connections = if self.db_url.starts_with("sqlite:") {
+            g.cfg
+                .db_max_connections
+                .min(g.cfg.sqlite_max_connections.max(1))
+        } else {
+            g.cfg.db_max_connections
+        };
         let opts = DbOptions {
-            max_connections: g.cfg.db_max_connections,
+            max_connections,
             acquire_timeout: g.cfg.db_timeout(),
         };
         let redacted = stellar_common::db::redact_url(&self.db_url);
@@ -98,6 +108,7 @@ impl BackgroundService for Maintenance {
                 _ = sweep.tick() => {
                     g.limiter.sweep();
                     g.ip_buckets.sweep();
+                    g.auth.sweep();
                     metrics::CACHE_ENTRIES.with_label_values(&["principals"]).set(g.auth.len() as i64);
                     metrics::CACHE_ENTRIES.with_label_values(&["ip_buckets"]).set(g.ip_buckets.len() as i64);
                 }
@@ -168,13 +179,19 @@ pub fn run(cfg: GatewayConfig, common: CommonConfig) -> anyhow::Result<()> {
         )?)
     };
     let db = Arc::new(OnceLock::new());
+    let metas = Arc::new(TierMetas::new(&tiers));
     let auth = Arc::new(AuthCache::new(
         cfg.auth_cache_capacity,
         Duration::from_secs(cfg.auth_cache_ttl_secs.max(1)),
         Duration::from_millis(cfg.negative_cache_ttl_ms),
         tiers.clone(),
+        metas.clone(),
         cfg.db_timeout(),
     ));
+    let ip_rate = Rate {
+        per_minute: cfg.ip_requests_per_minute.max(1),
+        burst: cfg.ip_burst.max(1),
+    };
     let ip_buckets = Arc::new(LocalBuckets::new(clock));
     let usage = Arc::new(Usage::default());
     let inflight = Arc::new(InFlight::default());
@@ -188,10 +205,10 @@ pub fn run(cfg: GatewayConfig, common: CommonConfig) -> anyhow::Result<()> {
         auth: auth.clone(),
         limiter: limiter.clone(),
         ip_buckets: ip_buckets.clone(),
-        ip_rate: Rate {
-            per_minute: cfg.ip_requests_per_minute.max(1),
-            burst: cfg.ip_burst.max(1),
-        },
+        ip_rate,
+        ip_meta: Arc::new(TierMeta::new("ip", ip_rate)),
+        metas,
+        peers: Peers::new(&cfg, engine, billing),
         agents: moka::future::Cache::builder()
             .max_capacity(100_000)
             .time_to_live(Duration::from_secs(600))

@@ -1,13 +1,27 @@
 //! Write-behind usage: requests per account per hour (`usage_hourly`, the dashboard's 24 h
-//! chart) and `api_keys.last_used_at`. The request path only bumps an in-memory counter; a
-//! background task flushes everything in one transaction every few seconds and at shutdown.
+//! chart) and `api_keys.last_used_at`. The request path only bumps a counter that lives in the
+//! key's cached principal (an uncontended lock of its own, no shared map); a key is queued once
+//! per flush interval. A background task gathers the queued counters and flushes everything in
+//! one transaction every few seconds and at shutdown.
 
+use crate::auth::Principal;
 use crate::metrics::{DB_ERRORS, DB_QUERIES};
 use chrono::{DateTime, TimeZone, Utc};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use stellar_common::{with_db, Db};
 use uuid::Uuid;
+
+/// One key's requests since it was last gathered.
+#[derive(Debug, Default)]
+pub struct KeyUsage {
+    /// Start of the hour `count` belongs to (unix seconds).
+    hour: i64,
+    count: i64,
+    last_used: i64,
+    /// In [`Usage`]'s queue already.
+    queued: bool,
+}
 
 #[derive(Default)]
 struct Pending {
@@ -17,9 +31,53 @@ struct Pending {
 
 /// Counters accumulated since the last flush.
 #[derive(Default)]
-pub struct Usage(Mutex<Pending>);
+pub struct Usage(Mutex<Pending>, Mutex<Vec<Arc<Principal>>>);
 
 impl Usage {
+    /// Count one request made with the key of `p` at unix time `now` (the hot path).
+    pub fn record_key(&self, p: &Arc<Principal>, now: i64) {
+        let hour = now - now.rem_euclid(3600);
+        let mut u = p.usage.lock().unwrap_or_else(|e| e.into_inner());
+        if u.count > 0 && u.hour != hour {
+            // A new hour: the old one's count goes to the shared table (once an hour per key).
+            let mut pending = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            *pending.hourly.entry((p.user_id, u.hour)).or_default() += u.count;
+            u.count = 0;
+        }
+        u.hour = hour;
+        u.count += 1;
+        u.last_used = u.last_used.max(now);
+        if !u.queued {
+            u.queued = true;
+            drop(u);
+            self.1
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(p.clone());
+        }
+    }
+
+    /// Move the counters of queued keys into the shared table.
+    fn gather(&self) {
+        let queued = std::mem::take(&mut *self.1.lock().unwrap_or_else(|e| e.into_inner()));
+        if queued.is_empty() {
+            return;
+        }
+        let mut pending = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for p in &queued {
+            let mut u = p.usage.lock().unwrap_or_else(|e| e.into_inner());
+            if u.count > 0 {
+                *pending.hourly.entry((p.user_id, u.hour)).or_default() += u.count;
+            }
+            if u.last_used > 0 {
+                let t = pending.last_used.entry(p.key_id).or_default();
+                *t = (*t).max(u.last_used);
+            }
+            u.count = 0;
+            u.queued = false;
+        }
+    }
+
     /// Count one request of `user` with key `key` at unix time `now`.
     pub fn record(&self, user: Uuid, key: Uuid, now: i64) {
         let hour = now - now.rem_euclid(3600);
@@ -31,6 +89,7 @@ impl Usage {
 
     /// Write everything pending. On failure the counts are merged back for the next attempt.
     pub async fn flush(&self, db: &Db) -> sqlx::Result<usize> {
+        self.gather();
         let pending = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
         if pending.hourly.is_empty() && pending.last_used.is_empty() {
             return Ok(0);

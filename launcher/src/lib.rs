@@ -50,6 +50,19 @@ impl Addresses {
     }
 }
 
+/// Where to connect to reach a listener: a wildcard bind address (0.0.0.0, [::]) is reached
+/// over loopback.
+fn dial_addr(listen: SocketAddr) -> SocketAddr {
+    let mut a = listen;
+    if a.ip().is_unspecified() {
+        a.set_ip(match a {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    a
+}
+
 /// One service the launcher runs.
 struct Managed {
     name: &'static str,
@@ -61,12 +74,15 @@ fn services(a: &Addresses) -> Vec<(&'static str, String)> {
     vec![
         (
             "stellar-engine",
-            format!("http://{}/api/v1/health", a.engine),
+            format!("http://{}/api/v1/health", dial_addr(a.engine)),
         ),
-        ("stellar-billing", format!("http://{}/healthz", a.billing)),
+        (
+            "stellar-billing",
+            format!("http://{}/healthz", dial_addr(a.billing)),
+        ),
         (
             "stellar-gateway",
-            format!("http://{}/healthz", a.gateway_metrics),
+            format!("http://{}/healthz", dial_addr(a.gateway_metrics)),
         ),
     ]
 }
@@ -102,6 +118,18 @@ pub async fn up(config_path: Option<&Path>) -> anyhow::Result<i32> {
         if let Some(p) = config_path {
             cmd.arg("--config").arg(p);
         }
+        if bin == "stellar-gateway" {
+            // The gateway fronts the engine and billing this launcher just started, wherever
+            // they were configured to listen.
+            cmd.env(
+                "STELLAR_GATEWAY_ENGINE_UPSTREAM",
+                dial_addr(addrs.engine).to_string(),
+            );
+            cmd.env(
+                "STELLAR_GATEWAY_BILLING_UPSTREAM",
+                dial_addr(addrs.billing).to_string(),
+            );
+        }
         cmd.stdin(Stdio::null()).kill_on_drop(true);
         let child = match cmd.spawn() {
             Ok(c) => c,
@@ -124,23 +152,24 @@ pub async fn up(config_path: Option<&Path>) -> anyhow::Result<i32> {
         }
     }
 
-    let key = issue_key(&http, addrs.gateway).await;
+    let key = match issue_key(&http, dial_addr(addrs.gateway)).await {
+        Ok(k) => k,
+        Err(e) => {
+            stop_all(&mut running).await;
+            bail!("the services started but issuing a first API key through the gateway failed: {e:#}");
+        }
+    };
     println!();
     println!("Stellar Gate is up.");
     println!("  Public URL:  http://{}", addrs.gateway);
     println!("  Dashboard:   http://{}/dashboard", addrs.gateway);
     println!("  Metrics:     http://{}/metrics", addrs.gateway_metrics);
-    match key {
-        Ok(k) => {
-            println!("API key: {k}");
-            println!("  Try:  curl -s -H 'X-API-Key: {k}' -H 'Content-Type: application/json' \\");
-            println!(
-                "          -d '{{\"content\":\"hello, stars\"}}' http://{}/api/v1/store",
-                addrs.gateway
-            );
-        }
-        Err(e) => eprintln!("warning: could not issue a first API key: {e:#}"),
-    }
+    println!("API key: {key}");
+    println!("  Try:  curl -s -H 'X-API-Key: {key}' -H 'Content-Type: application/json' \\");
+    println!(
+        "          -d '{{\"content\":\"hello, stars\"}}' http://{}/api/v1/store",
+        addrs.gateway
+    );
     println!("Press Ctrl-C to stop.");
 
     let code = wait_for_exit(&mut running).await;

@@ -1,6 +1,8 @@
 //! Gateway auth end to end (real engine and gateway binaries, SQLite and PostgreSQL): the 401s,
 //! the cached path costing no DB query, revocation and tier changes within 1 s through the
-//! change feed, and the account DB going away (cached keys keep working, others get 503).
+//! change feed (written to the account DB directly, and a key revoked through billing's HTTP
+//! API behind the gateway), and the account DB going away (cached keys keep working, others get
+//! 503).
 
 mod gateway_support;
 
@@ -191,6 +193,51 @@ async fn revocation_and_tier_change(backend: Backend) {
     );
 }
 
+/// The real path of a revocation: the account holder deletes a key at billing, through the
+/// gateway (`/auth/*` goes to billing), and the gateway refuses the key within 1 s.
+async fn revocation_through_billing(backend: Backend) {
+    let dir = TempDir::new("gw-revoke-billing");
+    let Some(adb) = account_db(backend, &dir).await else {
+        return;
+    };
+    let engine = start_engine(&dir);
+    let billing = start_billing(&dir, &adb.url, ROOMY_TIERS);
+    let gw = start_gateway(
+        &dir,
+        &adb.url,
+        &engine.addr,
+        &billing.addr,
+        ROOMY_TIERS,
+        &[],
+    );
+    let c = client();
+    let stats = gw.url("/api/v1/stats");
+    let (first, second, second_id) = register_with_two_keys(&gw).await;
+
+    // Both keys work through the gateway (and are cached now).
+    assert_eq!(status_of(&c, &stats, Some(&first)).await, 200);
+    assert_eq!(status_of(&c, &stats, Some(&second)).await, 200);
+    assert_eq!(status_of(&c, &stats, Some(&second)).await, 200);
+
+    revoke_through_billing(&gw, &second_id, &first).await;
+    let took = eventually(Duration::from_secs(1), || {
+        let (c, u, k) = (c.clone(), stats.clone(), second.clone());
+        async move { status_of(&c, &u, Some(&k)).await == 401 }
+    })
+    .await
+    .expect("key revoked at billing refused by the gateway within 1 s");
+    eprintln!("revocation through billing effective after {took:?}");
+    // Billing refuses it too, and the account's other key still works everywhere.
+    let r = c
+        .get(gw.url("/auth/api-keys"))
+        .header("X-API-Key", &second)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(status_of(&c, &stats, Some(&first)).await, 200);
+}
+
 /// The account DB goes away: a cached key keeps working, an uncached one gets 503 (not 401).
 async fn db_gone(backend: Backend) {
     let dir = TempDir::new("gw-dbgone");
@@ -280,3 +327,7 @@ both_dbs!(
     super::revocation_and_tier_change
 );
 both_dbs!(db_gone_cached_works_uncached_503, super::db_gone);
+both_dbs!(
+    key_revoked_through_billing_refused_within_1s,
+    super::revocation_through_billing
+);

@@ -1,6 +1,7 @@
 //! Two gateways on one PostgreSQL and one Redis (issue 6): the combined admitted rate per
-//! account stays within limit + burst, the quota is exact with stores split across both, a
-//! revoked key is refused by both within 1 s, and with Redis stopped the gateways fall back to
+//! account stays within limit + burst, the quota is exact with stores split across both, a key
+//! revoked through billing's HTTP API (behind gateway 1) is refused by both within 1 s, and with
+//! Redis stopped the gateways fall back to
 //! bounded local buckets and return to Redis when it is back.
 
 mod gateway_support;
@@ -9,7 +10,7 @@ use gateway_support::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use stellar_tests::accounts;
-use stellar_tests::spawn::{free_addr, free_port, TempDir};
+use stellar_tests::spawn::{free_port, TempDir};
 
 struct Redis {
     port: u16,
@@ -75,8 +76,9 @@ async fn two_gateways_one_postgres_one_redis() {
         ("STELLAR_GATEWAY_REDIS_URL", redis_url.clone()),
         ("STELLAR_GATEWAY_REDIS_RETRY_MS", "300".to_string()),
     ];
-    let g1 = start_gateway(&dir, &adb.url, &engine.addr, &free_addr(), TIERS, &env);
-    let g2 = start_gateway(&dir, &adb.url, &engine.addr, &free_addr(), TIERS, &env);
+    let billing = start_billing(&dir, &adb.url, TIERS);
+    let g1 = start_gateway(&dir, &adb.url, &engine.addr, &billing.addr, TIERS, &env);
+    let g2 = start_gateway(&dir, &adb.url, &engine.addr, &billing.addr, TIERS, &env);
     let c = client();
     let acct = accounts::create_account(&adb.db, "free").await;
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -152,21 +154,12 @@ async fn two_gateways_one_postgres_one_redis() {
     );
     assert_eq!(accounts::memories_used(&adb.db, q.user_id).await, 30);
 
-    // Revocation reaches both within 1 s.
-    let r = accounts::create_account(&adb.db, "free").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Revocation at billing (its HTTP API, through gateway 1) reaches both within 1 s.
+    let (first, second, second_id) = register_with_two_keys(&g1).await;
     for gw in [&g1, &g2] {
         assert_eq!(
-            c.get(gw.url("/api/v1/health"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
-        assert_eq!(
             c.get(gw.url("/api/v1/stats"))
-                .header("X-API-Key", &r.key)
+                .header("X-API-Key", &second)
                 .send()
                 .await
                 .unwrap()
@@ -174,10 +167,11 @@ async fn two_gateways_one_postgres_one_redis() {
             200
         );
     }
-    accounts::revoke_key(&adb.db, r.key_id).await;
-    for gw in [&g1, &g2] {
-        let (c, url, key) = (c.clone(), gw.url("/api/v1/stats"), r.key.clone());
-        let took = eventually(Duration::from_secs(1), move || {
+    revoke_through_billing(&g1, &second_id, &first).await;
+    let revoked_at = Instant::now();
+    let refused = |gw: &Gateway| {
+        let (c, url, key) = (c.clone(), gw.url("/api/v1/stats"), second.clone());
+        eventually(Duration::from_secs(1), move || {
             let (c, url, key) = (c.clone(), url.clone(), key.clone());
             async move {
                 c.get(url)
@@ -189,9 +183,13 @@ async fn two_gateways_one_postgres_one_redis() {
                     == 401
             }
         })
-        .await;
-        assert!(took.is_some(), "revoked on {} within 1 s", gw.addr);
-    }
+    };
+    // Both polled at once from the moment billing answered: one 1 s bound for the pair.
+    let (t1, t2) = tokio::join!(refused(&g1), refused(&g2));
+    assert!(t1.is_some(), "revoked on {} within 1 s", g1.addr);
+    assert!(t2.is_some(), "revoked on {} within 1 s", g2.addr);
+    assert!(revoked_at.elapsed() < Duration::from_millis(1500));
+    eprintln!("revocation through billing: gateway 1 after {t1:?}, gateway 2 after {t2:?}");
 
     // Redis stops: local fallback, bounded (burst 10 per gateway, not unlimited).
     let f = accounts::create_account(&adb.db, "free").await;

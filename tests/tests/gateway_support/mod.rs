@@ -133,6 +133,79 @@ pub fn start_gateway(
     Gateway { svc, addr, metrics }
 }
 
+pub struct Billing {
+    pub svc: Service,
+    pub addr: String,
+}
+
+/// Start the real billing binary on `db_url` with `tiers` (so its key limits match the
+/// gateway's), without payment providers: enough for `/auth/*`.
+pub fn start_billing(dir: &TempDir, db_url: &str, tiers: &str) -> Billing {
+    let addr = free_addr();
+    let tiers_path = dir.path().join(format!(
+        "billing-tiers-{}.toml",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&tiers_path, tiers).unwrap();
+    let env = [
+        ("STELLAR_BILLING_ADDR", addr.clone()),
+        ("STELLAR_BILLING_METRICS_ADDR", free_addr()),
+        ("STELLAR_DB_URL", db_url.to_string()),
+        ("STELLAR_DATA_DIR", dir.path().display().to_string()),
+        ("STELLAR_TIERS_FILE", tiers_path.display().to_string()),
+        ("RUST_LOG", "info,sqlx=warn".to_string()),
+    ];
+    let svc = Service::start("stellar-billing", &env, &format!("http://{addr}/healthz"))
+        .expect("billing starts");
+    Billing { svc, addr }
+}
+
+/// Through the gateway `gw`: register a new account at billing (`POST /auth/register`), then
+/// give it a second key (`POST /auth/api-keys`). Returns (first key, second key, second key's id).
+pub async fn register_with_two_keys(gw: &Gateway) -> (String, String, String) {
+    let c = client();
+    let email = format!("{}@gw-test.example", uuid::Uuid::new_v4().simple());
+    let r = c
+        .post(gw.url("/auth/register"))
+        .json(&serde_json::json!({ "email": email }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "register through the gateway");
+    let first = r.json::<serde_json::Value>().await.unwrap()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = c
+        .post(gw.url("/auth/api-keys"))
+        .header("X-API-Key", &first)
+        .json(&serde_json::json!({ "name": "second" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "second key through the gateway");
+    let v = r.json::<serde_json::Value>().await.unwrap();
+    (
+        first,
+        v["api_key"].as_str().unwrap().to_string(),
+        v["id"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Revoke key `id` through the gateway with billing's `DELETE /auth/api-keys/{id}`,
+/// authenticated by `with_key`. Returns when billing has answered 200.
+pub async fn revoke_through_billing(gw: &Gateway, id: &str, with_key: &str) {
+    let r = client()
+        .delete(gw.url(&format!("/auth/api-keys/{id}")))
+        .header("X-API-Key", with_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "billing revokes the key");
+    let v = r.json::<serde_json::Value>().await.unwrap();
+    assert_eq!(v["revoked"], true);
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_max_idle_per_host(64)

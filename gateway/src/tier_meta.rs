@@ -1,0 +1,272 @@
+//! Per-policy values the hot path would otherwise rebuild on every request: the constant
+//! rate-limit header values of a tier (or of the per-IP policy) and its metric handles
+//! (`with_label_values` hashes its labels and takes a lock on each call; a cached handle is one
+//! atomic add). Built once at start for every tier; principals point at their tier's entry.
+
+use crate::limits::{self, Backend, Decision, Rate};
+use crate::metrics;
+use crate::routing::{EngineOp, Route};
+use http::HeaderValue;
+use pingora::http::ResponseHeader;
+use pingora_prometheus::prometheus::IntCounter;
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, OnceLock};
+use stellar_common::{Tier, Tiers};
+
+/// Metric label of requests without a principal.
+pub const NO_TIER: &str = "none";
+
+const ROUTES: usize = 6;
+const STATUSES: usize = STATUS_LABELS.len() + 5;
+
+/// Status codes with their own label; anything else is labelled by class.
+const STATUS_LABELS: [(u16, &str); 16] = [
+    (0, "0"),
+    (200, "200"),
+    (201, "201"),
+    (204, "204"),
+    (304, "304"),
+    (400, "400"),
+    (401, "401"),
+    (403, "403"),
+    (404, "404"),
+    (413, "413"),
+    (422, "422"),
+    (429, "429"),
+    (500, "500"),
+    (502, "502"),
+    (503, "503"),
+    (504, "504"),
+];
+const CLASS_LABELS: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn status_index(s: u16) -> usize {
+    if let Some(i) = STATUS_LABELS.iter().position(|(c, _)| *c == s) {
+        return i;
+    }
+    STATUS_LABELS.len()
+        + match s / 100 {
+            1 => 0,
+            2 => 1,
+            3 => 2,
+            4 => 3,
+            _ => 4,
+        }
+}
+
+/// Status codes as static labels (bounded set).
+pub fn status_label(s: u16) -> &'static str {
+    let i = status_index(s);
+    STATUS_LABELS
+        .get(i)
+        .map(|(_, l)| *l)
+        .unwrap_or_else(|| CLASS_LABELS[i - STATUS_LABELS.len()])
+}
+
+pub fn route_index(r: Route) -> usize {
+    match r {
+        Route::Health => 0,
+        Route::Engine(EngineOp::Store) => 1,
+        Route::Engine(EngineOp::Forget) => 2,
+        Route::Engine(EngineOp::Events) => 3,
+        Route::Engine(EngineOp::Other) => 4,
+        Route::Billing { .. } => 5,
+    }
+}
+
+/// One rate-limit policy (a tier, or "ip") and one tier label.
+pub struct TierMeta {
+    /// The policy / tier label.
+    pub name: String,
+    pub rate: Rate,
+    /// `X-RateLimit-Limit` and `RateLimit-Policy`: constant per policy.
+    limit_value: HeaderValue,
+    policy_value: HeaderValue,
+    /// `gateway_limiter_decisions_total{tier, decision, backend}`, by [allowed/denied][backend].
+    limiter: [[IntCounter; 3]; 2],
+    /// `gateway_requests_total{route, status, tier}`, created on first use.
+    requests: [[OnceLock<IntCounter>; STATUSES]; ROUTES],
+}
+
+impl std::fmt::Debug for TierMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TierMeta")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl TierMeta {
+    pub fn new(name: &str, rate: Rate) -> TierMeta {
+        let hv = |s: String| HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(""));
+        let lim = |decision: &str, backend: Backend| {
+            metrics::LIMITER.with_label_values(&[name, decision, backend.label()])
+        };
+        let backends = |d: &str| {
+            [
+                lim(d, Backend::Local),
+                lim(d, Backend::Redis),
+                lim(d, Backend::Fallback),
+            ]
+        };
+        TierMeta {
+            name: name.to_string(),
+            rate,
+            limit_value: hv(rate.per_minute.to_string()),
+            policy_value: hv(limits::policy_value(name, rate)),
+            limiter: [backends("allowed"), backends("denied")],
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
+        }
+    }
+
+    pub fn for_tier(t: &Tier) -> TierMeta {
+        TierMeta::new(
+            &t.name,
+            Rate {
+                per_minute: t.requests_per_minute,
+                burst: t.burst,
+            },
+        )
+    }
+
+    pub fn count_decision(&self, allowed: bool, backend: Backend) {
+        let b = match backend {
+            Backend::Local => 0,
+            Backend::Redis => 1,
+            Backend::Fallback => 2,
+        };
+        self.limiter[usize::from(!allowed)][b].inc();
+    }
+
+    pub fn count_request(&self, route: Route, status: u16) {
+        let (r, s) = (route_index(route), status_index(status));
+        self.requests[r][s]
+            .get_or_init(|| {
+                metrics::REQUESTS.with_label_values(&[
+                    route.label(),
+                    status_label(status),
+                    self.name.as_str(),
+                ])
+            })
+            .inc();
+    }
+
+    /// Write the rate-limit fields of `d` under this policy (the same values as
+    /// [`limits::headers`], without building strings for the constant ones).
+    pub fn write_headers(&self, resp: &mut ResponseHeader, d: &Decision) -> pingora::Result<()> {
+        let mut buf = [0u8; 128];
+        resp.insert_header("X-RateLimit-Limit", self.limit_value.clone())?;
+        resp.insert_header("X-RateLimit-Remaining", num(&mut buf, d.remaining.into()))?;
+        resp.insert_header("X-RateLimit-Reset", num(&mut buf, d.reset_secs))?;
+        resp.insert_header("RateLimit-Policy", self.policy_value.clone())?;
+        let n = {
+            let mut w = &mut buf[..];
+            let _ = write!(w, "\"{}\";r={};t={}", self.name, d.remaining, d.reset_secs);
+            128 - w.len()
+        };
+        resp.insert_header(
+            "RateLimit",
+            HeaderValue::from_bytes(&buf[..n]).unwrap_or(HeaderValue::from_static("")),
+        )?;
+        if !d.allowed {
+            resp.insert_header("Retry-After", num(&mut buf, d.retry_after_secs))?;
+        }
+        Ok(())
+    }
+}
+
+fn num(buf: &mut [u8; 128], n: u64) -> HeaderValue {
+    let len = {
+        let mut w = &mut buf[..];
+        let _ = write!(w, "{n}");
+        128 - w.len()
+    };
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// Every tier's entry by name, plus the one for requests without a principal.
+pub struct TierMetas {
+    by_name: HashMap<String, Arc<TierMeta>>,
+    none: Arc<TierMeta>,
+}
+
+impl TierMetas {
+    pub fn new(tiers: &Tiers) -> TierMetas {
+        TierMetas {
+            by_name: tiers
+                .all()
+                .iter()
+                .map(|t| (t.name.clone(), Arc::new(TierMeta::for_tier(t))))
+                .collect(),
+            none: Arc::new(TierMeta::new(
+                NO_TIER,
+                Rate {
+                    per_minute: 1,
+                    burst: 1,
+                },
+            )),
+        }
+    }
+
+    /// The entry of `tier` (built on the spot for a tier unknown at start).
+    pub fn get(&self, tier: &Tier) -> Arc<TierMeta> {
+        match self.by_name.get(&tier.name) {
+            Some(m)
+                if m.rate.per_minute == tier.requests_per_minute && m.rate.burst == tier.burst =>
+            {
+                m.clone()
+            }
+            _ => Arc::new(TierMeta::for_tier(tier)),
+        }
+    }
+
+    pub fn none(&self) -> &Arc<TierMeta> {
+        &self.none
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        assert_eq!(status_label(200), "200");
+        assert_eq!(status_label(418), "4xx");
+        assert_eq!(status_label(599), "5xx");
+        assert_eq!(status_label(101), "1xx");
+        assert_eq!(status_label(0), "0");
+    }
+
+    #[test]
+    fn headers_match_the_slow_path() {
+        let rate = Rate {
+            per_minute: 300,
+            burst: 300,
+        };
+        let m = TierMeta::new("pro", rate);
+        for d in [
+            Decision {
+                allowed: true,
+                remaining: 12,
+                reset_secs: 9,
+                retry_after_secs: 0,
+            },
+            Decision {
+                allowed: false,
+                remaining: 0,
+                reset_secs: 60,
+                retry_after_secs: 2,
+            },
+        ] {
+            let mut resp = ResponseHeader::build(200, None).unwrap();
+            m.write_headers(&mut resp, &d).unwrap();
+            let slow = limits::headers("pro", rate, &d);
+            assert_eq!(resp.headers.len(), slow.len());
+            for (k, v) in slow {
+                assert_eq!(resp.headers.get(k).unwrap().to_str().unwrap(), v, "{k}");
+            }
+        }
+    }
+}
