@@ -3,6 +3,7 @@
 # sudo). Usage: scripts/ensure-deps.sh build [browser] [bench]
 #   build   — a C toolchain and cmake (pingora's zlib-ng and zstd build C code)
 #   browser — Debian's Chromium for the browser tests, and the test driver (playwright-core, npm)
+#   test    — promtool (validates the gateway's /metrics) and redis-server (tests start their own)
 #   bench   — nginx and wrk for the gateway benchmark
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ for what in "$@"; do
   case "$what" in
     build) need cc build-essential; need cmake cmake; need pkg-config pkg-config ;;
     browser) need chromium chromium; need node nodejs; need npm npm ;;
+    test) need promtool prometheus; need redis-server redis-server ;;
     bench) need nginx nginx-light; need wrk wrk ;;
     *) echo "unknown dependency group: $what" >&2; exit 2 ;;
   esac

@@ -5,7 +5,7 @@
 # Redis (127.0.0.1:6379) fail instead of skipping when those are unreachable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-deps.sh build browser
+scripts/ensure-deps.sh build browser test
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
