@@ -57,7 +57,7 @@ async fn period_end(s: &Stack, uid: Uuid) -> chrono::DateTime<Utc> {
 async fn toss_flow(backend: Backend) {
     let opts = Opts {
         front: true,
-        env: vec![("STELLAR_BILLING_PAST_DUE_GRACE_SECS", "2".into())],
+        env: vec![("STELLAR_BILLING_PAST_DUE_GRACE_SECS", "4".into())],
     };
     let Some(mut s) = Stack::start(backend, opts).await else {
         return;
