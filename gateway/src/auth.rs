@@ -11,12 +11,11 @@ use crate::metrics;
 use crate::tier_meta::{TierMeta, TierMetas};
 use crate::usage::KeyUsage;
 use http::HeaderMap;
-use std::collections::HashMap;
+use moka::future::Cache;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use stellar_common::{keys, Db, Tier};
-use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 /// Who is calling, with the tier already resolved.
@@ -76,42 +75,30 @@ pub enum Auth {
     Unavailable,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum LoadError {
-    NotFound,
-    /// Found, but an eviction ran meanwhile: use it for this request only.
+    /// No active key with this hash, per a query that started at this epoch.
+    NotFound(u64),
+    /// Found, but an eviction ran meanwhile (or the feed is not followed yet): use it for this
+    /// request only.
     Stale(Arc<Principal>),
     Db(String),
 }
 
 type Hash = [u8; 32];
-type Load = Arc<OnceCell<Result<Arc<Principal>, LoadError>>>;
 
-const SHARDS: usize = 16;
+/// How many times a lookup asks again when an eviction ran while it was querying.
+const LOAD_ATTEMPTS: u32 = 3;
 
-/// One shard of the principal table. Entries are small (the 32-byte hash, a pointer and an
-/// expiry); the principal itself is shared with the requests using it.
-#[derive(Default)]
-struct Shard {
-    /// hash → (principal, expiry in whole seconds since the cache started).
-    positive: HashMap<Hash, (Arc<Principal>, u32)>,
-    /// hash → expiry in milliseconds since the cache started.
-    negative: HashMap<Hash, u64>,
-}
-
-/// The principal cache: positive and negative entries in a sharded table with a time-to-live
-/// and a capacity bound (over it, an arbitrary entry of the shard makes room: every entry can
-/// be reloaded, so which one goes only costs a query). It replaces a general-purpose cache whose
-/// per-entry bookkeeping cost more than the principal (≈ 450 bytes a key; here ≈ 150).
+/// The principal cache: a moka cache of principals under the key hash (capacity-bounded, with a
+/// time-to-live behind the change feed), and a smaller moka cache of hashes known to be unknown.
+/// A principal evicted here stays alive as long as a request or the usage queue holds it, so
+/// its unflushed request counts are not lost (see [`crate::usage`]).
 pub struct AuthCache {
-    shards: Vec<RwLock<Shard>>,
-    /// Loads in flight, so concurrent misses for one hash share a single query.
-    loading: Mutex<HashMap<Hash, Load>>,
-    started: Instant,
-    ttl_secs: u32,
-    negative_ttl_ms: u64,
-    shard_capacity: usize,
-    negative_shard_capacity: usize,
+    positive: Cache<Hash, Arc<Principal>>,
+    negative: Cache<Hash, ()>,
+    /// Whether the negative cache is on (a zero TTL turns it off).
+    negative_enabled: bool,
     epoch: AtomicU64,
     feed_ready: AtomicBool,
     metas: Arc<TierMetas>,
@@ -128,81 +115,24 @@ impl AuthCache {
         metas: Arc<TierMetas>,
         db_timeout: Duration,
     ) -> Self {
-        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).max(SHARDS);
         AuthCache {
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            loading: Mutex::default(),
-            started: Instant::now(),
-            ttl_secs: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX).max(1),
-            negative_ttl_ms: u64::try_from(negative_ttl.as_millis()).unwrap_or(u64::MAX),
-            shard_capacity: capacity / SHARDS,
-            negative_shard_capacity: capacity / 4 / SHARDS + 1,
+            positive: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl.max(Duration::from_secs(1)))
+                // Evicting a user's keys is a predicate over the cached principals.
+                .support_invalidation_closures()
+                .build(),
+            negative: Cache::builder()
+                .max_capacity(capacity / 4 + 1)
+                .time_to_live(negative_ttl.max(Duration::from_millis(1)))
+                .build(),
+            negative_enabled: !negative_ttl.is_zero(),
             epoch: AtomicU64::new(0),
             feed_ready: AtomicBool::new(false),
             metas,
             tiers,
             db_timeout,
         }
-    }
-
-    fn shard(&self, hash: &Hash) -> &RwLock<Shard> {
-        // The hash is SHA-256 output: any byte is uniform.
-        &self.shards[usize::from(hash[0]) % SHARDS]
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn now_secs(&self) -> u32 {
-        u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX)
-    }
-
-    fn get_positive(&self, hash: &Hash) -> Option<Arc<Principal>> {
-        let shard = self.shard(hash).read().unwrap_or_else(|e| e.into_inner());
-        match shard.positive.get(hash) {
-            Some((p, expires)) if *expires > self.now_secs() => Some(p.clone()),
-            _ => None,
-        }
-    }
-
-    fn is_negative(&self, hash: &Hash) -> bool {
-        let shard = self.shard(hash).read().unwrap_or_else(|e| e.into_inner());
-        shard
-            .negative
-            .get(hash)
-            .is_some_and(|expires| *expires > self.now_ms())
-    }
-
-    fn insert_positive(&self, hash: Hash, p: Arc<Principal>) {
-        let expires = self.now_secs().saturating_add(self.ttl_secs);
-        let mut shard = self.shard(&hash).write().unwrap_or_else(|e| e.into_inner());
-        if shard.positive.len() >= self.shard_capacity && !shard.positive.contains_key(&hash) {
-            let now = self.now_secs();
-            shard.positive.retain(|_, (_, e)| *e > now);
-            if shard.positive.len() >= self.shard_capacity {
-                if let Some(victim) = shard.positive.keys().next().copied() {
-                    shard.positive.remove(&victim);
-                }
-            }
-        }
-        shard.positive.insert(hash, (p, expires));
-    }
-
-    fn insert_negative(&self, hash: Hash) {
-        let now = self.now_ms();
-        let mut shard = self.shard(&hash).write().unwrap_or_else(|e| e.into_inner());
-        if shard.negative.len() >= self.negative_shard_capacity {
-            shard.negative.retain(|_, e| *e > now);
-            if shard.negative.len() >= self.negative_shard_capacity {
-                if let Some(victim) = shard.negative.keys().next().copied() {
-                    shard.negative.remove(&victim);
-                }
-            }
-        }
-        shard
-            .negative
-            .insert(hash, now.saturating_add(self.negative_ttl_ms));
     }
 
     /// The feed reader has its cursor: from now on results may be cached.
@@ -212,103 +142,106 @@ impl AuthCache {
 
     /// The cached principal of a well-formed key, if any (no DB access).
     pub async fn cached(&self, key: &str) -> Option<Arc<Principal>> {
-        self.get_positive(&keys::hash_bytes(key))
+        self.positive.get(&keys::hash_bytes(key)).await
+    }
+
+    /// One query for `hash`, asked again (up to [`LOAD_ATTEMPTS`] times) while evictions run
+    /// meanwhile. `Ok` = found and fresh: the caller caches it. `started` is set to the epoch
+    /// the last query started at.
+    async fn load(
+        &self,
+        hash: &Hash,
+        db: &Db,
+        started: &AtomicU64,
+    ) -> Result<Arc<Principal>, LoadError> {
+        let hex = hex::encode(hash);
+        let mut attempt = 1;
+        loop {
+            let epoch = self.epoch.load(Ordering::SeqCst);
+            started.store(epoch, Ordering::SeqCst);
+            metrics::DB_QUERIES.with_label_values(&["principal"]).inc();
+            let row = tokio::time::timeout(
+                self.db_timeout,
+                stellar_common::accounts::principal_by_hash(db, &hex),
+            )
+            .await;
+            let p = match row {
+                Err(_) => return Err(LoadError::Db("timed out".into())),
+                Ok(Err(e)) => return Err(LoadError::Db(e.to_string())),
+                Ok(Ok(None)) => return Err(LoadError::NotFound(epoch)),
+                Ok(Ok(Some(p))) => p,
+            };
+            let tier = self.tiers.get_or_default(&p.tier).clone();
+            let principal = Arc::new(Principal {
+                user_id: p.user_id,
+                key_id: p.key_id,
+                meta: self.metas.get(&tier),
+                tier,
+                usage: Mutex::default(),
+            });
+            if !self.feed_ready.load(Ordering::SeqCst) {
+                return Err(LoadError::Stale(principal));
+            }
+            if self.epoch.load(Ordering::SeqCst) == epoch {
+                return Ok(principal);
+            }
+            // A change applied while the query ran may make its answer stale: ask again (the
+            // new query starts after that change), a few times, so a busy change feed does not
+            // keep keys out of the cache.
+            if attempt == LOAD_ATTEMPTS {
+                return Err(LoadError::Stale(principal));
+            }
+            attempt += 1;
+        }
     }
 
     /// Resolve a well-formed key. `db` is `None` while the pool is not connected yet.
     pub async fn resolve(&self, key: &str, db: Option<&Db>) -> (Auth, CacheOutcome) {
         let hash = keys::hash_bytes(key);
-        if let Some(p) = self.get_positive(&hash) {
+        if let Some(p) = self.positive.get(&hash).await {
             return (Auth::Ok(p), CacheOutcome::Hit);
         }
-        if self.is_negative(&hash) {
+        if self.negative_enabled && self.negative.contains_key(&hash) {
             return (Auth::Unknown, CacheOutcome::NegativeHit);
         }
         let Some(db) = db else {
             return (Auth::Unavailable, CacheOutcome::Miss);
         };
-        // The epoch the last query started at (a not-found answer is only cached if no eviction
-        // ran since).
-        let epoch = AtomicU64::new(self.epoch.load(Ordering::SeqCst));
-        let loader = async {
-            // A change applied while the query ran may make its answer stale: ask again (the
-            // new query starts after that change), a few times, so a busy change feed does not
-            // keep keys out of the cache.
-            for attempt in 1..=3 {
-                let started = self.epoch.load(Ordering::SeqCst);
-                epoch.store(started, Ordering::SeqCst);
-                metrics::DB_QUERIES.with_label_values(&["principal"]).inc();
-                let hex = hex::encode(hash);
-                let row = tokio::time::timeout(
-                    self.db_timeout,
-                    stellar_common::accounts::principal_by_hash(db, &hex),
-                )
-                .await;
-                let p = match row {
-                    Err(_) => return Err(LoadError::Db("timed out".into())),
-                    Ok(Err(e)) => return Err(LoadError::Db(e.to_string())),
-                    Ok(Ok(None)) => return Err(LoadError::NotFound),
-                    Ok(Ok(Some(p))) => p,
-                };
-                let tier = self.tiers.get_or_default(&p.tier).clone();
-                let principal = Arc::new(Principal {
-                    user_id: p.user_id,
-                    key_id: p.key_id,
-                    meta: self.metas.get(&tier),
-                    tier,
-                    usage: Mutex::default(),
-                });
-                if !self.feed_ready.load(Ordering::SeqCst) {
-                    return Err(LoadError::Stale(principal));
-                }
-                if self.epoch.load(Ordering::SeqCst) != started {
-                    if attempt < 3 {
-                        continue;
-                    }
-                    return Err(LoadError::Stale(principal));
-                }
-                // Cached before the waiters wake, so none of them queries again.
-                self.insert_positive(hash, principal.clone());
-                if self.epoch.load(Ordering::SeqCst) != started {
-                    // An eviction raced the insert: it may have missed this entry.
-                    let mut shard = self.shard(&hash).write().unwrap_or_else(|e| e.into_inner());
-                    shard.positive.remove(&hash);
-                }
-                return Ok(principal);
-            }
-            Err(LoadError::Db("unreachable".into()))
-        };
-        // Concurrent misses for one hash share a single query; results are not kept here
-        // (errors are never cached, a found principal lives in the table).
-        let cell: Load = self
-            .loading
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(hash)
-            .or_default()
-            .clone();
-        let result = cell.get_or_init(|| loader).await.clone();
-        {
-            let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
-            if loading.get(&hash).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                loading.remove(&hash);
-            }
-        }
+        // Set only if this caller's loader ran (the others wait for it and share its answer).
+        const NOT_RUN: u64 = u64::MAX;
+        let started = AtomicU64::new(NOT_RUN);
+        // Concurrent misses for one hash share a single query; moka caches only `Ok` (a found,
+        // fresh principal), never an error.
+        let result = self
+            .positive
+            .try_get_with(hash, self.load(&hash, db, &started))
+            .await;
         match result {
-            Ok(p) => (Auth::Ok(p), CacheOutcome::Miss),
-            Err(LoadError::Stale(p)) => (Auth::Ok(p), CacheOutcome::Miss),
-            Err(LoadError::NotFound) => {
-                if self.epoch.load(Ordering::SeqCst) == epoch.load(Ordering::SeqCst)
-                    && self.feed_ready.load(Ordering::SeqCst)
-                {
-                    self.insert_negative(hash);
+            Ok(p) => {
+                let started = started.load(Ordering::SeqCst);
+                if started != NOT_RUN && self.epoch.load(Ordering::SeqCst) != started {
+                    // An eviction ran between the loader's last check and moka's insert: it
+                    // may have missed this entry.
+                    self.positive.invalidate(&hash).await;
                 }
-                (Auth::Unknown, CacheOutcome::Miss)
+                (Auth::Ok(p), CacheOutcome::Miss)
             }
-            Err(LoadError::Db(msg)) => {
-                tracing::warn!(error = %msg, "account DB lookup failed");
-                (Auth::Unavailable, CacheOutcome::Miss)
-            }
+            Err(e) => match &*e {
+                LoadError::Stale(p) => (Auth::Ok(p.clone()), CacheOutcome::Miss),
+                LoadError::NotFound(started) => {
+                    if self.negative_enabled
+                        && self.feed_ready.load(Ordering::SeqCst)
+                        && self.epoch.load(Ordering::SeqCst) == *started
+                    {
+                        self.negative.insert(hash, ()).await;
+                    }
+                    (Auth::Unknown, CacheOutcome::Miss)
+                }
+                LoadError::Db(msg) => {
+                    tracing::warn!(error = %msg, "account DB lookup failed");
+                    (Auth::Unavailable, CacheOutcome::Miss)
+                }
+            },
         }
     }
 
@@ -321,51 +254,33 @@ impl AuthCache {
         let Ok(hash) = <Hash>::try_from(bytes.as_slice()) else {
             return;
         };
-        let mut shard = self.shard(&hash).write().unwrap_or_else(|e| e.into_inner());
-        shard.positive.remove(&hash);
-        shard.negative.remove(&hash);
+        self.positive.invalidate(&hash).await;
+        self.negative.invalidate(&hash).await;
     }
 
-    /// Forget every cached key of a user (tier change, account change). Tier changes are rare,
-    /// so a scan of the cache is cheaper than keeping a user → keys index on the hot path.
-    pub async fn evict_user(&self, user_id: Uuid) -> usize {
+    /// Forget every cached key of a user (tier change, account change). Lookups stop returning
+    /// them at once; moka drops them in its housekeeping.
+    pub async fn evict_user(&self, user_id: Uuid) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        let mut removed = 0;
-        for s in &self.shards {
-            let mut shard = s.write().unwrap_or_else(|e| e.into_inner());
-            let before = shard.positive.len();
-            shard.positive.retain(|_, (p, _)| p.user_id != user_id);
-            removed += before - shard.positive.len();
-        }
-        removed
-    }
-
-    /// Drop expired entries and give back table space after a burst of keys.
-    pub fn sweep(&self) {
-        let (secs, ms) = (self.now_secs(), self.now_ms());
-        for s in &self.shards {
-            let mut shard = s.write().unwrap_or_else(|e| e.into_inner());
-            shard.positive.retain(|_, (_, e)| *e > secs);
-            shard.negative.retain(|_, e| *e > ms);
-            if shard.positive.capacity() > 64
-                && shard.positive.len() < shard.positive.capacity() / 4
-            {
-                shard.positive.shrink_to_fit();
-            }
-            if shard.negative.capacity() > 64
-                && shard.negative.len() < shard.negative.capacity() / 4
-            {
-                shard.negative.shrink_to_fit();
-            }
+        if let Err(e) = self
+            .positive
+            .invalidate_entries_if(move |_, p| p.user_id == user_id)
+        {
+            // Only possible if invalidation closures were not enabled at build time.
+            tracing::error!(error = %e, "principal cache: cannot evict by user, clearing it");
+            self.positive.invalidate_all();
         }
     }
 
-    /// Entries currently cached (for metrics).
+    /// Housekeeping: drop expired and invalidated entries now rather than on the next writes.
+    pub async fn sweep(&self) {
+        self.positive.run_pending_tasks().await;
+        self.negative.run_pending_tasks().await;
+    }
+
+    /// Entries currently cached (approximate, for metrics).
     pub fn len(&self) -> u64 {
-        self.shards
-            .iter()
-            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).positive.len() as u64)
-            .sum()
+        self.positive.entry_count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -394,6 +309,247 @@ mod tests {
     }
 
     const K: &str = "sk-stellar-0123456789abcdef0123456789abcdef";
+
+    /// The tests that count principal queries (a process-wide counter) run one at a time.
+    static QUERY_COUNT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    fn queries() -> u64 {
+        metrics::DB_QUERIES.with_label_values(&["principal"]).get()
+    }
+
+    async fn sqlite() -> Db {
+        let dir = std::env::temp_dir().join(format!("stellar-gwa-{}", Uuid::new_v4()));
+        let db = Db::connect(
+            &format!("sqlite://{}/a.db", dir.display()),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        db.migrate().await.unwrap();
+        db
+    }
+
+    /// A user of `tier` with one active key; returns (key, user id, key id).
+    async fn user_with_key(db: &Db, tier: &str) -> (String, Uuid, Uuid) {
+        let k = keys::generate();
+        let (uid, kid, now) = (Uuid::new_v4(), Uuid::new_v4(), chrono::Utc::now());
+        stellar_common::with_db!(db, p => {
+            sqlx::query("INSERT INTO users (id, email, tier, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)")
+                .bind(uid).bind(format!("{uid}@example.com")).bind(tier).bind(now).execute(p).await.unwrap();
+            sqlx::query("INSERT INTO api_keys (id, user_id, key_hash, key_prefix, name, is_active, created_at) VALUES ($1, $2, $3, $4, 'Default', TRUE, $5)")
+                .bind(kid).bind(uid).bind(&k.hash).bind(&k.display_prefix).bind(now).execute(p).await.unwrap();
+        });
+        (k.plaintext, uid, kid)
+    }
+
+    fn cache(capacity: u64) -> AuthCache {
+        let tiers = Arc::new(
+            stellar_common::Tiers::parse(include_str!("../../config/tiers.toml"), "tiers").unwrap(),
+        );
+        let metas = Arc::new(TierMetas::new(&tiers));
+        AuthCache::new(
+            capacity,
+            Duration::from_secs(600),
+            Duration::from_secs(60),
+            tiers,
+            metas,
+            Duration::from_secs(5),
+        )
+    }
+
+    fn is_ok(a: &Auth) -> bool {
+        matches!(a, Auth::Ok(_))
+    }
+
+    #[tokio::test]
+    async fn nothing_is_cached_before_the_feed_is_followed() {
+        let _serial = QUERY_COUNT.lock().await;
+        let db = sqlite().await;
+        let (key, _, _) = user_with_key(&db, "pro").await;
+        let c = cache(100);
+        let unknown = keys::generate().plaintext;
+        let q = queries();
+        for _ in 0..2 {
+            let (a, o) = c.resolve(&key, Some(&db)).await;
+            assert!(is_ok(&a));
+            assert_eq!(o, CacheOutcome::Miss);
+            let (a, o) = c.resolve(&unknown, Some(&db)).await;
+            assert!(matches!(a, Auth::Unknown));
+            assert_eq!(o, CacheOutcome::Miss);
+        }
+        assert_eq!(queries() - q, 4);
+        assert!(c.cached(&key).await.is_none());
+        // Without a DB an uncached key cannot be answered.
+        let (a, _) = c.resolve(&key, None).await;
+        assert!(matches!(a, Auth::Unavailable));
+    }
+
+    #[tokio::test]
+    async fn hits_negative_hits_and_evictions() {
+        let _serial = QUERY_COUNT.lock().await;
+        let db = sqlite().await;
+        let (key, uid, kid) = user_with_key(&db, "pro").await;
+        let (other, other_uid, _) = user_with_key(&db, "free").await;
+        let c = cache(100);
+        c.set_feed_ready();
+        let q = queries();
+
+        let (a, o) = c.resolve(&key, Some(&db)).await;
+        let Auth::Ok(p) = a else { panic!("{a:?}") };
+        assert_eq!(o, CacheOutcome::Miss);
+        assert_eq!(
+            (p.user_id, p.key_id, p.tier.name.as_str()),
+            (uid, kid, "pro")
+        );
+        assert_eq!(p.meta.name, "pro");
+        let (a, o) = c.resolve(&key, Some(&db)).await;
+        assert!(is_ok(&a));
+        assert_eq!(o, CacheOutcome::Hit);
+        assert!(c.cached(&key).await.is_some());
+        assert_eq!(queries() - q, 1, "a hit costs no query");
+
+        let unknown = keys::generate().plaintext;
+        let (a, o) = c.resolve(&unknown, Some(&db)).await;
+        assert!(matches!(a, Auth::Unknown));
+        assert_eq!(o, CacheOutcome::Miss);
+        let (a, o) = c.resolve(&unknown, Some(&db)).await;
+        assert!(matches!(a, Auth::Unknown));
+        assert_eq!(o, CacheOutcome::NegativeHit);
+        assert_eq!(queries() - q, 2);
+        // A created key leaves the negative cache through the feed.
+        c.evict_hash(&keys::hash_hex(&unknown)).await;
+        let (_, o) = c.resolve(&unknown, Some(&db)).await;
+        assert_eq!(o, CacheOutcome::Miss);
+
+        // By hash.
+        c.evict_hash(&keys::hash_hex(&key)).await;
+        assert!(c.cached(&key).await.is_none());
+        let (_, o) = c.resolve(&key, Some(&db)).await;
+        assert_eq!(o, CacheOutcome::Miss);
+        assert!(c.cached(&key).await.is_some());
+
+        // By user: at once, and only that user's keys.
+        assert!(is_ok(&c.resolve(&other, Some(&db)).await.0));
+        c.evict_user(uid).await;
+        assert!(c.cached(&key).await.is_none());
+        assert!(c.cached(&other).await.is_some());
+        c.sweep().await;
+        assert!(c.cached(&key).await.is_none());
+        let (_, o) = c.resolve(&key, Some(&db)).await;
+        assert_eq!(o, CacheOutcome::Miss);
+        let (_, o) = c.resolve(&key, Some(&db)).await;
+        assert_eq!(o, CacheOutcome::Hit);
+        c.evict_user(other_uid).await;
+        assert!(c.cached(&other).await.is_none());
+        assert!(c.cached(&key).await.is_some());
+
+        // Garbage from the feed only moves the epoch.
+        c.evict_hash("not hex").await;
+        assert!(c.cached(&key).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_query() {
+        let _serial = QUERY_COUNT.lock().await;
+        let db = sqlite().await;
+        let (key, _, _) = user_with_key(&db, "free").await;
+        let c = Arc::new(cache(100));
+        c.set_feed_ready();
+        let unknown = keys::generate().plaintext;
+        let q = queries();
+        let mut tasks = Vec::new();
+        for i in 0..32 {
+            let (c, db) = (c.clone(), db.clone());
+            let k = if i % 2 == 0 {
+                key.clone()
+            } else {
+                unknown.clone()
+            };
+            tasks.push(tokio::spawn(
+                async move { c.resolve(&k, Some(&db)).await.0 },
+            ));
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            let a = t.await.unwrap();
+            if i % 2 == 0 {
+                assert!(is_ok(&a));
+            } else {
+                assert!(matches!(a, Auth::Unknown));
+            }
+        }
+        assert_eq!(queries() - q, 2, "one query per distinct key");
+    }
+
+    #[tokio::test]
+    async fn db_errors_are_not_cached() {
+        let _serial = QUERY_COUNT.lock().await;
+        let db = sqlite().await;
+        let (key, _, _) = user_with_key(&db, "free").await;
+        let (cached_key, _, _) = user_with_key(&db, "free").await;
+        let c = cache(100);
+        c.set_feed_ready();
+        assert!(is_ok(&c.resolve(&cached_key, Some(&db)).await.0));
+        stellar_common::with_db!(&db, p => p.close().await);
+        for _ in 0..2 {
+            let (a, o) = c.resolve(&key, Some(&db)).await;
+            assert!(matches!(a, Auth::Unavailable));
+            assert_eq!(o, CacheOutcome::Miss);
+        }
+        // The DB being down does not touch cached principals.
+        let (a, o) = c.resolve(&cached_key, Some(&db)).await;
+        assert!(is_ok(&a));
+        assert_eq!(o, CacheOutcome::Hit);
+    }
+
+    #[tokio::test]
+    async fn capacity_is_bounded() {
+        let _serial = QUERY_COUNT.lock().await;
+        let db = sqlite().await;
+        let c = cache(10);
+        c.set_feed_ready();
+        for _ in 0..40 {
+            let (key, _, _) = user_with_key(&db, "free").await;
+            assert!(is_ok(&c.resolve(&key, Some(&db)).await.0));
+        }
+        c.sweep().await;
+        assert!(c.len() <= 10, "{} entries", c.len());
+    }
+
+    /// A principal evicted from the cache keeps its unflushed request counts: the usage queue
+    /// holds it until the next flush.
+    #[tokio::test]
+    async fn evicted_principal_keeps_its_usage() {
+        let _serial = QUERY_COUNT.lock().await;
+        let db = sqlite().await;
+        let (key, uid, kid) = user_with_key(&db, "free").await;
+        let c = cache(100);
+        c.set_feed_ready();
+        let usage = crate::usage::Usage::default();
+        let now = chrono::Utc::now().timestamp();
+        {
+            let Auth::Ok(p) = c.resolve(&key, Some(&db)).await.0 else {
+                panic!()
+            };
+            usage.record_key(&p, now);
+            usage.record_key(&p, now);
+        }
+        c.evict_user(uid).await;
+        c.evict_hash(&keys::hash_hex(&key)).await;
+        c.sweep().await;
+        assert!(c.cached(&key).await.is_none());
+        // The reloaded principal counts on from zero; both reach the DB.
+        let Auth::Ok(p) = c.resolve(&key, Some(&db)).await.0 else {
+            panic!()
+        };
+        usage.record_key(&p, now);
+        usage.flush(&db).await.unwrap();
+        let hour = now - now.rem_euclid(3600);
+        let n: i64 = stellar_common::with_db!(&db, p => sqlx::query_scalar("SELECT requests FROM usage_hourly WHERE user_id = $1 AND hour_start = $2")
+            .bind(uid).bind(hour).fetch_one(p).await.unwrap());
+        assert_eq!(n, 3);
+        let last: Option<chrono::DateTime<chrono::Utc>> = stellar_common::with_db!(&db, p => sqlx::query_scalar("SELECT last_used_at FROM api_keys WHERE id = $1").bind(kid).fetch_one(p).await.unwrap());
+        assert_eq!(last.unwrap().timestamp(), now);
+    }
 
     #[test]
     fn key_extraction() {

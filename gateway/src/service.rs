@@ -108,7 +108,7 @@ impl BackgroundService for Maintenance {
                 _ = sweep.tick() => {
                     g.limiter.sweep();
                     g.ip_buckets.sweep();
-                    g.auth.sweep();
+                    g.auth.sweep().await;
                     metrics::CACHE_ENTRIES.with_label_values(&["principals"]).set(g.auth.len() as i64);
                     metrics::CACHE_ENTRIES.with_label_values(&["ip_buckets"]).set(g.ip_buckets.len() as i64);
                 }

@@ -12,15 +12,25 @@ use std::sync::{Arc, Mutex};
 use stellar_common::{with_db, Db};
 use uuid::Uuid;
 
-/// One key's requests since it was last gathered.
+/// One key's requests since it was last gathered. Compact (it lives in every cached
+/// principal): hours since the epoch and unix seconds fit `u32` until 2106.
 #[derive(Debug, Default)]
 pub struct KeyUsage {
-    /// Start of the hour `count` belongs to (unix seconds).
-    hour: i64,
-    count: i64,
-    last_used: i64,
+    /// The hour `count` belongs to (hours since the unix epoch).
+    hour: u32,
+    count: u32,
+    /// Unix seconds of the last request (0 = none).
+    last_used: u32,
     /// In [`Usage`]'s queue already.
     queued: bool,
+}
+
+/// How many queued keys one flush transaction writes at most (bounds the memory and the
+/// transaction a burst of distinct keys costs).
+const FLUSH_CHUNK: usize = 4096;
+
+fn to_u32(v: i64) -> u32 {
+    u32::try_from(v.max(0)).unwrap_or(u32::MAX)
 }
 
 #[derive(Default)]
@@ -36,17 +46,20 @@ pub struct Usage(Mutex<Pending>, Mutex<Vec<Arc<Principal>>>);
 impl Usage {
     /// Count one request made with the key of `p` at unix time `now` (the hot path).
     pub fn record_key(&self, p: &Arc<Principal>, now: i64) {
-        let hour = now - now.rem_euclid(3600);
+        let hour = to_u32(now.div_euclid(3600));
         let mut u = p.usage.lock().unwrap_or_else(|e| e.into_inner());
-        if u.count > 0 && u.hour != hour {
+        if u.count > 0 && (u.hour != hour || u.count == u32::MAX) {
             // A new hour: the old one's count goes to the shared table (once an hour per key).
             let mut pending = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            *pending.hourly.entry((p.user_id, u.hour)).or_default() += u.count;
+            *pending
+                .hourly
+                .entry((p.user_id, i64::from(u.hour) * 3600))
+                .or_default() += i64::from(u.count);
             u.count = 0;
         }
         u.hour = hour;
         u.count += 1;
-        u.last_used = u.last_used.max(now);
+        u.last_used = u.last_used.max(to_u32(now));
         if !u.queued {
             u.queued = true;
             drop(u);
@@ -57,25 +70,38 @@ impl Usage {
         }
     }
 
-    /// Move the counters of queued keys into the shared table.
-    fn gather(&self) {
-        let queued = std::mem::take(&mut *self.1.lock().unwrap_or_else(|e| e.into_inner()));
+    /// Move the counters of up to `limit` queued keys into the shared table; returns how many
+    /// it took.
+    fn gather(&self, limit: usize) -> usize {
+        let queued = {
+            let mut q = self.1.lock().unwrap_or_else(|e| e.into_inner());
+            if q.len() <= limit {
+                std::mem::take(&mut *q)
+            } else {
+                let at = q.len() - limit;
+                q.split_off(at)
+            }
+        };
         if queued.is_empty() {
-            return;
+            return 0;
         }
         let mut pending = self.0.lock().unwrap_or_else(|e| e.into_inner());
         for p in &queued {
             let mut u = p.usage.lock().unwrap_or_else(|e| e.into_inner());
             if u.count > 0 {
-                *pending.hourly.entry((p.user_id, u.hour)).or_default() += u.count;
+                *pending
+                    .hourly
+                    .entry((p.user_id, i64::from(u.hour) * 3600))
+                    .or_default() += i64::from(u.count);
             }
             if u.last_used > 0 {
                 let t = pending.last_used.entry(p.key_id).or_default();
-                *t = (*t).max(u.last_used);
+                *t = (*t).max(i64::from(u.last_used));
             }
             u.count = 0;
             u.queued = false;
         }
+        queued.len()
     }
 
     /// Count one request of `user` with key `key` at unix time `now`.
@@ -87,9 +113,25 @@ impl Usage {
         *t = (*t).max(now);
     }
 
-    /// Write everything pending. On failure the counts are merged back for the next attempt.
+    /// Write everything pending, in transactions of at most [`FLUSH_CHUNK`] queued keys. On
+    /// failure the counts not yet written are merged back for the next attempt. Returns the
+    /// number of rows written.
     pub async fn flush(&self, db: &Db) -> sqlx::Result<usize> {
-        self.gather();
+        // Keys queued while this flush runs wait for the next one.
+        let mut left = self.1.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let mut written = 0;
+        loop {
+            let took = self.gather(left.min(FLUSH_CHUNK));
+            left = left.saturating_sub(took);
+            written += self.write_pending(db).await?;
+            if left == 0 || took == 0 {
+                return Ok(written);
+            }
+        }
+    }
+
+    /// Write the shared table in one transaction.
+    async fn write_pending(&self, db: &Db) -> sqlx::Result<usize> {
         let pending = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
         if pending.hourly.is_empty() && pending.last_used.is_empty() {
             return Ok(0);
