@@ -258,6 +258,20 @@ impl AuthCache {
         self.negative.invalidate(&hash).await;
     }
 
+    /// A key was created: only a negative entry for its hash can be stale (a positive entry for
+    /// a hash that did not exist cannot), so nothing else is evicted — a burst of new keys does
+    /// not knock working keys out of the cache.
+    pub async fn forget_unknown_hash(&self, hash_hex: &str) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let Ok(bytes) = hex::decode(hash_hex.trim()) else {
+            return;
+        };
+        let Ok(hash) = <Hash>::try_from(bytes.as_slice()) else {
+            return;
+        };
+        self.negative.invalidate(&hash).await;
+    }
+
     /// Forget every cached key of a user (tier change, account change). Lookups stop returning
     /// them at once; moka drops them in its housekeeping.
     pub async fn evict_user(&self, user_id: Uuid) {
@@ -382,6 +396,44 @@ mod tests {
         // Without a DB an uncached key cannot be answered.
         let (a, _) = c.resolve(&key, None).await;
         assert!(matches!(a, Auth::Unavailable));
+    }
+
+    /// A new key (billing writes `key_created` with the user id) clears only the negative entry
+    /// of its hash: the user's working keys stay cached, so they keep working if the DB then
+    /// goes away.
+    #[tokio::test]
+    async fn key_created_clears_only_the_negative_entry() {
+        let _serial = QUERY_COUNT.lock().await;
+        let db = sqlite().await;
+        let (key, uid, _) = user_with_key(&db, "pro").await;
+        let c = cache(100);
+        c.set_feed_ready();
+        assert!(is_ok(&c.resolve(&key, Some(&db)).await.0));
+        let fresh = keys::generate();
+        assert!(matches!(
+            c.resolve(&fresh.plaintext, Some(&db)).await.0,
+            Auth::Unknown
+        ));
+        let change = stellar_common::feed::Change {
+            id: 1,
+            user_id: Some(uid),
+            key_hash: Some(fresh.hash.clone()),
+            kind: stellar_common::feed::kind::KEY_CREATED.into(),
+            created_at: chrono::Utc::now(),
+        };
+        crate::feed::apply(&c, &change).await;
+        assert!(
+            c.cached(&key).await.is_some(),
+            "the user's working key stays cached"
+        );
+        let (_, outcome) = c.resolve(&fresh.plaintext, Some(&db)).await;
+        assert_eq!(
+            outcome,
+            CacheOutcome::Miss,
+            "the new hash is looked up again"
+        );
+        // Without a DB, the cached key still answers.
+        assert!(is_ok(&c.resolve(&key, None).await.0));
     }
 
     #[tokio::test]

@@ -13,11 +13,17 @@ use stellar_common::Db;
 
 /// Apply one change to the cache.
 pub async fn apply(cache: &AuthCache, c: &Change) {
-    if let Some(h) = &c.key_hash {
-        cache.evict_hash(h).await;
-    }
-    if let Some(u) = c.user_id {
-        cache.evict_user(u).await;
+    if c.kind == stellar_common::feed::kind::KEY_CREATED {
+        if let Some(h) = &c.key_hash {
+            cache.forget_unknown_hash(h).await;
+        }
+    } else {
+        if let Some(h) = &c.key_hash {
+            cache.evict_hash(h).await;
+        }
+        if let Some(u) = c.user_id {
+            cache.evict_user(u).await;
+        }
     }
     let lag = (chrono::Utc::now() - c.created_at)
         .num_microseconds()
