@@ -328,42 +328,6 @@ fn start_gateway(
     Ok((svc, addr))
 }
 
-struct Redis(Child, u16);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis() -> Option<Redis> {
-    let port = stellar_tests::spawn::free_port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--bind",
-            "127.0.0.1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(Redis(child, port))
-}
-
 fn row(name: &str, r: &WrkResult) -> String {
     format!(
         "| {name} | {:.0} | {:.2} | {:.2} | {} |\n",
@@ -561,10 +525,10 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
 
     // Redis limiter cost, and two gateways sharing one Redis.
     if opts.redis {
-        match start_redis() {
+        match stellar_tests::spawn::RedisServer::start(stellar_tests::spawn::free_port()) {
             None => md.push_str("Redis: skipped (redis-server not available).\n"),
             Some(redis) => {
-                let url = format!("redis://127.0.0.1:{}", redis.1);
+                let url = redis.url();
                 let (g1, a1) =
                     start_gateway(&engine_addr, &db_url, &tiers, Some(&url), opts.workers)?;
                 let (_g2, a2) =

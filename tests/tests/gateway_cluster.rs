@@ -7,56 +7,9 @@
 mod gateway_support;
 
 use gateway_support::*;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use stellar_tests::accounts;
-use stellar_tests::spawn::{free_port, TempDir};
-
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start(port: u16) -> Option<Redis> {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--bind",
-                "127.0.0.1",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Redis {
-            port,
-            child: Some(child),
-        })
-    }
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use stellar_tests::spawn::{free_port, RedisServer, TempDir};
 
 const TIERS: &str = "[free]\nmax_memories = 30\nmax_agents = 2\nrequests_per_minute = 60\nburst = 10\nmax_api_keys = 2\nprice_usd = 0\nprice_krw = 0\n";
 
@@ -66,11 +19,10 @@ async fn two_gateways_one_postgres_one_redis() {
     let Some(adb) = account_db(Backend::Postgres, &dir).await else {
         return;
     };
-    let Some(mut redis) = Redis::start(free_port()) else {
-        eprintln!("SKIPPED: redis-server is not installed");
+    let Some(mut redis) = RedisServer::start(free_port()) else {
         return;
     };
-    let redis_url = format!("redis://127.0.0.1:{}", redis.port);
+    let redis_url = redis.url();
     let engine = start_engine(&dir);
     let env = [
         ("STELLAR_GATEWAY_REDIS_URL", redis_url.clone()),
@@ -226,7 +178,7 @@ async fn two_gateways_one_postgres_one_redis() {
     assert!(g1.svc.log().contains("falling back to local buckets"));
 
     // Redis returns on the same port: back to shared buckets.
-    let _redis2 = Redis::start(redis.port).expect("redis restarts");
+    let _redis2 = RedisServer::start(redis.port).expect("redis restarts");
     let g = &g1;
     let back = eventually(Duration::from_secs(10), || async {
         let _ = c
