@@ -7,6 +7,23 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use stellar_tests::spawn::{bin_path, free_addr, repo_root, signal, TempDir};
 
+/// Stops `stellar up` (and so its services) if the test fails half-way.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            signal(self.0.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn env_for(dir: &TempDir) -> Vec<(&'static str, String)> {
     vec![
         ("STELLAR_DATA_DIR", dir.path().display().to_string()),
@@ -39,8 +56,8 @@ async fn up_prints_a_working_key_and_stops_cleanly() {
     for (k, v) in &env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("start stellar up");
-    let stdout = child.stdout.take().unwrap();
+    let mut child = Guard(cmd.spawn().expect("start stellar up"));
+    let stdout = child.0.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -103,10 +120,10 @@ async fn up_prints_a_working_key_and_stops_cleanly() {
         .unwrap();
     assert_eq!(recalled[0]["content"], "first light");
 
-    signal(child.id(), "TERM");
+    signal(child.0.id(), "TERM");
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(
