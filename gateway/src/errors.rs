@@ -184,7 +184,7 @@ impl Reject {
                 policy,
                 rate,
                 decision,
-            } => limits::headers(policy, *rate, decision),
+            } => limits::headers(policy, *rate, decision, limits::unix_now()),
             Reject::MissingKey | Reject::MalformedKey | Reject::UnknownKey => {
                 vec![("WWW-Authenticate", "Bearer".to_string())]
             }

@@ -69,7 +69,8 @@ pub struct Decision {
     pub allowed: bool,
     /// Whole tokens left after this request.
     pub remaining: u32,
-    /// Seconds until the bucket is full again (the draft's `t`, and `X-RateLimit-Reset`).
+    /// Seconds until the bucket is full again: the draft's `t`; `X-RateLimit-Reset` is the same
+    /// moment as Unix seconds, as the original system sent it.
     pub reset_secs: u64,
     /// Seconds until one token is available (for `Retry-After`); 0 when allowed.
     pub retry_after_secs: u64,
@@ -257,12 +258,21 @@ pub fn policy_value(policy: &str, rate: Rate) -> String {
     format!("\"{policy}\";q={};w=60", rate.per_minute)
 }
 
-/// The rate-limit response headers for a decision under `policy` (the tier name, or "ip").
-pub fn headers(policy: &str, rate: Rate, d: &Decision) -> Vec<(&'static str, String)> {
+/// Unix time in whole seconds (for `X-RateLimit-Reset`).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The rate-limit response headers for a decision under `policy` (the tier name, or "ip"), at
+/// Unix time `now`. `X-RateLimit-Reset` is an absolute Unix time (the original system's
+/// meaning); the draft's `t` is relative, as the draft defines it.
+pub fn headers(policy: &str, rate: Rate, d: &Decision, now: u64) -> Vec<(&'static str, String)> {
     let mut h = vec![
         ("X-RateLimit-Limit", rate.per_minute.to_string()),
         ("X-RateLimit-Remaining", d.remaining.to_string()),
-        ("X-RateLimit-Reset", d.reset_secs.to_string()),
+        ("X-RateLimit-Reset", (now + d.reset_secs).to_string()),
         // draft-ietf-httpapi-ratelimit-headers-11: quota q per window w seconds; r left, t until reset.
         ("RateLimit-Policy", policy_value(policy, rate)),
         (
@@ -385,9 +395,14 @@ mod tests {
                 burst: 300,
             },
             &d,
+            1_700_000_000,
         )
         .into_iter()
         .collect();
+        assert_eq!(
+            h["X-RateLimit-Reset"], "1700000009",
+            "absolute Unix seconds"
+        );
         assert_eq!(h["RateLimit-Policy"], "\"pro\";q=300;w=60");
         assert_eq!(h["RateLimit"], "\"pro\";r=0;t=9");
         assert_eq!(h["Retry-After"], "2");

@@ -560,7 +560,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some((meta, d)) = &ctx.rate {
-            meta.write_headers(resp, d)?;
+            meta.write_headers(resp, d, crate::limits::unix_now())?;
         }
         resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         Ok(())

@@ -154,11 +154,16 @@ impl TierMeta {
 
     /// Write the rate-limit fields of `d` under this policy (the same values as
     /// [`limits::headers`], without building strings for the constant ones).
-    pub fn write_headers(&self, resp: &mut ResponseHeader, d: &Decision) -> pingora::Result<()> {
+    pub fn write_headers(
+        &self,
+        resp: &mut ResponseHeader,
+        d: &Decision,
+        now: u64,
+    ) -> pingora::Result<()> {
         let mut buf = [0u8; 128];
         resp.insert_header("X-RateLimit-Limit", self.limit_value.clone())?;
         resp.insert_header("X-RateLimit-Remaining", num(&mut buf, d.remaining.into()))?;
-        resp.insert_header("X-RateLimit-Reset", num(&mut buf, d.reset_secs))?;
+        resp.insert_header("X-RateLimit-Reset", num(&mut buf, now + d.reset_secs))?;
         resp.insert_header("RateLimit-Policy", self.policy_value.clone())?;
         let n = {
             let mut w = &mut buf[..];
@@ -261,8 +266,8 @@ mod tests {
             },
         ] {
             let mut resp = ResponseHeader::build(200, None).unwrap();
-            m.write_headers(&mut resp, &d).unwrap();
-            let slow = limits::headers("pro", rate, &d);
+            m.write_headers(&mut resp, &d, 1_700_000_000).unwrap();
+            let slow = limits::headers("pro", rate, &d, 1_700_000_000);
             assert_eq!(resp.headers.len(), slow.len());
             for (k, v) in slow {
                 assert_eq!(resp.headers.get(k).unwrap().to_str().unwrap(), v, "{k}");

@@ -44,13 +44,15 @@ async fn bucket_empties(backend: Backend) {
         let h = r.headers();
         assert_eq!(h["x-ratelimit-limit"], "6");
         assert_eq!(h["x-ratelimit-remaining"], left.to_string().as_str());
+        // Absolute Unix seconds, as the original system sent it: now ≤ reset ≤ now + 30 s.
+        let reset: u64 = h["x-ratelimit-reset"].to_str().unwrap().parse().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         assert!(
-            h["x-ratelimit-reset"]
-                .to_str()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-                <= 30
+            reset + 1 >= now && reset <= now + 31,
+            "reset {reset}, now {now}"
         );
         assert_eq!(h["ratelimit-policy"], "\"free\";q=6;w=60");
         assert!(h["ratelimit"]
