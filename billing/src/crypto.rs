@@ -24,15 +24,7 @@ pub fn parse_key(text: &str) -> Result<[u8; 32], String> {
         .map_err(|b: Vec<u8>| format!("decodes to {} bytes, expected 32", b.len()))
 }
 
-/// A secret that must not appear in Debug output or logs.
-#[derive(Clone)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use stellar_common::Secret;
 
 pub fn encrypt(key: &[u8; 32], plaintext: &str) -> String {
     let cipher = Aes256Gcm::new(key.into());
@@ -58,7 +50,9 @@ pub fn decrypt(key: &[u8; 32], stored: &str) -> Result<Secret, &'static str> {
     let pt = cipher
         .decrypt(Nonce::from_slice(nonce), ct)
         .map_err(|_| "authentication failed (wrong key?)")?;
-    String::from_utf8(pt).map(Secret).map_err(|_| "not UTF-8")
+    String::from_utf8(pt)
+        .map(Secret::new)
+        .map_err(|_| "not UTF-8")
 }
 
 #[cfg(test)]
@@ -71,7 +65,7 @@ mod tests {
         let a = encrypt(&key, "billing-key-123");
         let b = encrypt(&key, "billing-key-123");
         assert_ne!(a, b, "fresh nonce per value");
-        assert_eq!(decrypt(&key, &a).unwrap().0, "billing-key-123");
+        assert_eq!(decrypt(&key, &a).unwrap().expose(), "billing-key-123");
         let mut raw = B64.decode(&a[3..]).unwrap();
         let last = raw.len() - 1;
         raw[last] ^= 1;

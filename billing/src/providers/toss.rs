@@ -431,7 +431,7 @@ impl Toss {
         email: &str,
         c: &PendingCharge,
     ) -> ChargeOutcome {
-        let url = match self.url(&["v1", "billing", &billing_key.0]) {
+        let url = match self.url(&["v1", "billing", billing_key.expose()]) {
             Ok(u) => u,
             Err(e) => return ChargeOutcome::Unknown(e.to_string()),
         };
