@@ -68,7 +68,13 @@ pub struct Ctx {
     reject: Option<&'static str>,
     counted: bool,
     forget_settled: bool,
+    /// Connection attempts to the upstream that failed before anything was sent.
+    connect_failures: u8,
 }
+
+/// A failed connect is retried this many times: nothing was sent yet, so it is always safe,
+/// and a loaded upstream's accept queue can drop a SYN under a burst of new connections.
+const CONNECT_RETRIES: u8 = 2;
 
 /// The upstream peers, one per (upstream, read timeout).
 pub struct Peers {
@@ -424,7 +430,22 @@ impl ProxyHttp for Gateway {
             reject: None,
             counted: false,
             forget_settled: false,
+            connect_failures: 0,
         }
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.connect_failures += 1;
+        if ctx.connect_failures <= CONNECT_RETRIES {
+            e.set_retry(true);
+        }
+        e
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
