@@ -219,17 +219,13 @@ impl Provider for Lemon {
         if !self.configured() {
             return Err(not_configured("lemonsqueezy"));
         }
-        let variant = match req.tier.name.as_str() {
-            "pro" => &self.cfg().variant_pro,
-            "team" => &self.cfg().variant_team,
-            _ => "",
-        };
-        if variant.is_empty() {
-            return Err(ApiError::Unprocessable(format!(
-                "The {} tier cannot be bought with Lemon Squeezy",
-                req.tier.name
-            )));
-        }
+        let c = self.cfg();
+        let variant = super::plan_for(
+            "Lemon Squeezy",
+            &req.tier.name,
+            &c.variant_pro,
+            &c.variant_team,
+        )?;
         let variant_num = variant
             .parse::<i64>()
             .map(Value::from)

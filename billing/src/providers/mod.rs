@@ -106,6 +106,18 @@ pub fn tier_for_id(id: &str, pro: &str, team: &str) -> Option<String> {
     }
 }
 
+/// The provider's plan id (Stripe price, Lemon Squeezy variant) configured for `tier`; a 422
+/// naming the provider when that tier cannot be bought there (free, or no id configured).
+pub fn plan_for<'a>(provider: &str, tier: &str, pro: &'a str, team: &'a str) -> ApiResult<&'a str> {
+    match tier {
+        "pro" if !pro.is_empty() => Ok(pro),
+        "team" if !team.is_empty() => Ok(team),
+        _ => Err(ApiError::Unprocessable(format!(
+            "The {tier} tier cannot be bought with {provider}"
+        ))),
+    }
+}
+
 pub fn not_configured(name: &str) -> ApiError {
     ApiError::Unavailable(format!("{name} is not configured"))
 }

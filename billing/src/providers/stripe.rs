@@ -291,17 +291,8 @@ impl Provider for Stripe {
         if !self.configured() {
             return Err(not_configured("stripe"));
         }
-        let price = match req.tier.name.as_str() {
-            "pro" => &self.cfg().price_pro,
-            "team" => &self.cfg().price_team,
-            _ => "",
-        };
-        if price.is_empty() {
-            return Err(ApiError::Unprocessable(format!(
-                "The {} tier cannot be bought with Stripe",
-                req.tier.name
-            )));
-        }
+        let c = self.cfg();
+        let price = super::plan_for("Stripe", &req.tier.name, &c.price_pro, &c.price_team)?;
         let uid = req.user.id.to_string();
         let public = self.settings.public_url();
         let mut form: Vec<(&str, String)> = vec![
