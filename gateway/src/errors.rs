@@ -5,7 +5,7 @@
 use crate::limits::{self, Decision, Rate};
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
 /// The problem type of draft-ietf-httpapi-ratelimit-headers for an exhausted quota policy.
@@ -213,18 +213,18 @@ impl Reject {
     }
 }
 
-/// Write `reject` as the whole response (from `request_filter`; keeps the connection alive
-/// unless the request still has an unread body, which pingora then closes).
+/// Write `reject` as the whole response (keeps the connection alive unless the request still
+/// has an unread body, which pingora's session then closes).
 pub async fn respond(
-    session: &mut Session,
+    session: &mut ServerSession,
     reject: &Reject,
     request_id: &str,
     extra: &[(&'static str, String)],
-) -> pingora::Result<bool> {
+) -> pingora::Result<()> {
     let (h, body) = reject.response(request_id, extra)?;
-    session.write_response_header(Box::new(h), false).await?;
-    session.write_response_body(Some(body), true).await?;
-    Ok(true)
+    session.write_response_header(Box::new(h)).await?;
+    session.write_response_body(body, true).await?;
+    Ok(())
 }
 
 /// Map a pingora error that ended a proxied request to our answer (`None`: the client is gone).

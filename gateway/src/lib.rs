@@ -10,7 +10,8 @@
 //!    behind the [`limits::Limiter`] seam; [`redis_limit`] is the shared implementation.
 //! 4. [`quota`] — memory quota reservations and the agent limit in the account DB, and the
 //!    periodic reconciliation with the engine.
-//! 5. [`proxy`] — the pingora hooks that call all of the above, header hygiene, streaming.
+//! 5. [`proxy`] — the request path that calls all of the above, header hygiene, streaming;
+//!    [`upstream`] holds the upstream connections.
 //! 6. [`errors`] — every answer the gateway writes itself, in one place.
 //! 7. [`usage`] (write-behind counters), [`metrics`] (with [`tier_meta`]: per-tier header values
 //!    and metric handles built once), [`ops`] (/metrics, /healthz, /readyz), and [`service`],
@@ -29,6 +30,7 @@ pub mod redis_limit;
 pub mod routing;
 pub mod service;
 pub mod tier_meta;
+pub mod upstream;
 pub mod usage;
 
 pub use config::GatewayConfig;

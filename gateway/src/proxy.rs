@@ -1,8 +1,15 @@
-//! The pingora hooks. Each one only calls the decisions of the other modules, in the order of
-//! "The hot path": route → key → principal → bucket → agent/quota (`request_filter`), choose the
-//! upstream (`upstream_peer`), header hygiene (`upstream_request_filter`), rate-limit headers
-//! (`response_filter`), errors (`fail_to_proxy`), and settling the quota, metrics, usage and
-//! the access log (`logging`, which runs once on every path).
+//! The request path of "The hot path", as one sequential function per request: route → key →
+//! principal → bucket → agent/quota ([`Gateway::checks`]), then forward ([`Gateway::forward`]):
+//! header hygiene, stream the request body up and the response body down, add the rate-limit
+//! headers, settle the quota, and log ([`Gateway::finish`], which runs once on every path).
+//!
+//! The gateway is a pingora server application ([`HttpServerApp`]) on pingora's listeners,
+//! graceful shutdown and HTTP/1 sessions (downstream and upstream). It does not use
+//! pingora-proxy's `ProxyHttp` state machine: on this product's hot path (a small JSON request,
+//! a small JSON answer) that machinery — an upstream pool that spawns a watcher task per idle
+//! connection on a random thread, a channel pair between the two halves of every request, the
+//! cache phases — cost about three times the CPU of nginx per request, more than everything the
+//! gateway itself does. BENCHMARKS.md has the measurements.
 
 use crate::auth::{self, Auth, AuthCache, KeyProblem, Principal};
 use crate::config::GatewayConfig;
@@ -12,13 +19,17 @@ use crate::metrics;
 use crate::quota::{self, AgentCheck, InFlight, Reserve};
 use crate::routing::{self, EngineOp, Route};
 use crate::tier_meta::{self, TierMeta, TierMetas};
+use crate::upstream::{ConnectError, Upstream};
 use crate::usage::Usage;
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::prelude::HttpPeer;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, ErrorType, Result};
+use http::header;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::http::RequestHeader;
+use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use pingora::{Error, ErrorType, OrErr, Result};
 use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
@@ -26,7 +37,7 @@ use std::time::{Duration, Instant};
 use stellar_common::{Db, Tiers};
 use uuid::Uuid;
 
-/// Everything the hooks share. Cheap to clone handles only.
+/// Everything a request needs. Cheap-to-clone handles only.
 pub struct Gateway {
     pub cfg: Arc<GatewayConfig>,
     pub engine: SocketAddr,
@@ -42,12 +53,35 @@ pub struct Gateway {
     /// Header values and metric handles of the per-IP policy and of every tier.
     pub ip_meta: Arc<TierMeta>,
     pub metas: Arc<TierMetas>,
-    /// Upstream peers, built once (same pool key every time, so connections are reused).
-    pub peers: Peers,
+    /// The two upstreams and their connection pools.
+    pub upstreams: Upstreams,
     /// (user, agent) pairs known to be registered: steady agent traffic costs no query.
     pub agents: moka::future::Cache<(Uuid, String), ()>,
     pub usage: Arc<Usage>,
     pub inflight: Arc<InFlight>,
+}
+
+/// The engine and billing, with their timeouts.
+pub struct Upstreams {
+    engine: Upstream,
+    billing: Upstream,
+    read_timeout: Duration,
+    events_read_timeout: Duration,
+    write_timeout: Duration,
+}
+
+impl Upstreams {
+    pub fn new(cfg: &GatewayConfig, engine: SocketAddr, billing: SocketAddr) -> Upstreams {
+        let connect = Duration::from_millis(cfg.connect_timeout_ms.max(1));
+        let idle = Duration::from_secs(cfg.upstream_idle_timeout_secs);
+        Upstreams {
+            engine: Upstream::new(0, engine, connect, idle),
+            billing: Upstream::new(1, billing, connect, idle),
+            read_timeout: Duration::from_secs(cfg.read_timeout_secs.max(1)),
+            events_read_timeout: Duration::from_secs(cfg.events_read_timeout_secs.max(1)),
+            write_timeout: Duration::from_secs(cfg.read_timeout_secs.max(1)),
+        }
+    }
 }
 
 /// Per-request state.
@@ -64,42 +98,16 @@ pub struct Ctx {
     reserved: Option<Uuid>,
     upstream_status: Option<u16>,
     upstream_sent: Option<Instant>,
-    body_bytes: u64,
     reject: Option<&'static str>,
-    counted: bool,
     forget_settled: bool,
-    /// Connection attempts to the upstream that failed before anything was sent.
-    connect_failures: u8,
 }
 
 /// A failed connect is retried this many times: nothing was sent yet, so it is always safe,
 /// and a loaded upstream's accept queue can drop a SYN under a burst of new connections.
 const CONNECT_RETRIES: u8 = 2;
 
-/// The upstream peers, one per (upstream, read timeout).
-pub struct Peers {
-    engine: HttpPeer,
-    events: HttpPeer,
-    billing: HttpPeer,
-}
-
-impl Peers {
-    pub fn new(cfg: &GatewayConfig, engine: SocketAddr, billing: SocketAddr) -> Peers {
-        let peer = |addr, read| {
-            let mut peer = HttpPeer::new(addr, false, String::new());
-            peer.options.connection_timeout = Some(Duration::from_millis(cfg.connect_timeout_ms));
-            peer.options.read_timeout = Some(Duration::from_secs(read));
-            peer.options.write_timeout = Some(Duration::from_secs(cfg.read_timeout_secs));
-            peer.options.idle_timeout = Some(Duration::from_secs(cfg.upstream_idle_timeout_secs));
-            peer
-        };
-        Peers {
-            engine: peer(engine, cfg.read_timeout_secs),
-            events: peer(engine, cfg.events_read_timeout_secs),
-            billing: peer(billing, cfg.read_timeout_secs),
-        }
-    }
-}
+/// Downstream keep-alive: idle seconds before a client connection is closed.
+const KEEPALIVE_SECS: u64 = 75;
 
 /// A request id, stored inline (no allocation per request).
 #[derive(Clone, Copy)]
@@ -185,15 +193,14 @@ impl Gateway {
         self.db.get()
     }
 
-    async fn reject(&self, session: &mut Session, ctx: &mut Ctx, r: Reject) -> Result<bool> {
+    /// Answer `r` instead of proxying.
+    async fn reject(&self, session: &mut ServerSession, ctx: &mut Ctx, r: Reject) -> Result<()> {
         ctx.reject = Some(r.reason());
-        if let (Reject::BodyTooLarge { .. }, pingora::protocols::http::ServerSession::H1(h1)) =
-            (&r, session.as_downstream_mut())
-        {
+        if let Reject::BodyTooLarge { .. } = r {
             // Read and discard the unwanted upload for a bounded time before closing, so a
             // client still writing it sees the 413 instead of a broken pipe.
-            h1.set_close_on_response_before_downstream_finish(false);
-            h1.set_total_drain_timeout(Some(Duration::from_secs(2)));
+            session.set_close_on_response_before_downstream_finish(false);
+            session.set_total_drain_timeout(Some(Duration::from_secs(2)));
         }
         errors::respond(session, &r, ctx.request_id.as_str(), &[]).await
     }
@@ -215,11 +222,10 @@ impl Gateway {
     /// Steps 2–6 for `/api/v1/*`. `Some` = answer with this instead of proxying.
     async fn engine_checks(
         &self,
-        session: &Session,
+        req: &RequestHeader,
         ctx: &mut Ctx,
         op: EngineOp,
     ) -> Option<Reject> {
-        let req = session.req_header();
         if let Some(len) = req
             .headers
             .get(http::header::CONTENT_LENGTH)
@@ -408,90 +414,251 @@ impl Gateway {
 }
 
 #[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = Ctx;
+impl HttpServerApp for Gateway {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        // The next request on this connection, unless the server is shutting down first (an
+        // idle keep-alive connection is closed then; a request already arriving is served).
+        let mut stop = shutdown.clone();
+        let read = tokio::select! {
+            biased;
+            r = session.read_request() => r,
+            _ = stop.changed() => return None,
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                if e.etype() == &ErrorType::InvalidHTTPHeader {
+                    // pingora-core's parser refused it: answer in our own shape, then close.
+                    let id = RequestId::generate();
+                    let _ =
+                        errors::respond(&mut session, &Reject::BadRequest, id.as_str(), &[]).await;
+                }
+                return None;
+            }
+        }
+        session.set_keepalive(if *shutdown.borrow() {
+            None
+        } else {
+            Some(KEEPALIVE_SECS)
+        });
+        metrics::INFLIGHT.inc();
+        let mut ctx = self.new_ctx(&session);
+        let result = self.serve(&mut session, &mut ctx).await;
+        self.finish(&session, &mut ctx, result.as_ref().err().map(|e| &**e))
+            .await;
+        metrics::INFLIGHT.dec();
+        if result.is_err() {
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
+            _ => None,
+        }
+    }
+}
 
-    fn new_ctx(&self) -> Ctx {
+impl Gateway {
+    fn new_ctx(&self, session: &ServerSession) -> Ctx {
+        let req = session.req_header();
         Ctx {
             started: Instant::now(),
-            request_id: RequestId {
-                buf: [0; 64],
-                len: 0,
-            },
-            route: Route::Billing { ip_limited: false },
-            client_ip: None,
+            request_id: make_request_id(
+                req.headers
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok()),
+            ),
+            route: routing::classify(req.method.as_str(), req.uri.path()),
+            client_ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
             principal: None,
             agent: None,
             rate: None,
             reserved: None,
             upstream_status: None,
             upstream_sent: None,
-            body_bytes: 0,
             reject: None,
-            counted: false,
             forget_settled: false,
-            connect_failures: 0,
         }
     }
 
-    fn fail_to_connect(
-        &self,
-        _session: &mut Session,
-        _peer: &HttpPeer,
-        ctx: &mut Ctx,
-        mut e: Box<Error>,
-    ) -> Box<Error> {
-        ctx.connect_failures += 1;
-        if ctx.connect_failures <= CONNECT_RETRIES {
-            e.set_retry(true);
-        }
-        e
-    }
-
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        metrics::INFLIGHT.inc();
-        ctx.counted = true;
-        session.set_keepalive(Some(75));
-        let req = session.req_header();
-        ctx.request_id = make_request_id(
-            req.headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok()),
-        );
-        ctx.route = routing::classify(req.method.as_str(), req.uri.path());
-        ctx.client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+    /// Steps 1–8 for one request. `Err`: the downstream connection must not be reused (the
+    /// error is logged; an answer was written when one still could be).
+    async fn serve(&self, session: &mut ServerSession, ctx: &mut Ctx) -> Result<()> {
         let reject = match ctx.route {
             Route::Health | Route::Billing { ip_limited: false } => None,
             Route::Billing { ip_limited: true } => self.ip_take(ctx),
-            Route::Engine(op) => self.engine_checks(session, ctx, op).await,
+            Route::Engine(op) => self.engine_checks(session.req_header(), ctx, op).await,
         };
-        match reject {
-            Some(r) => self.reject(session, ctx, r).await,
-            None => Ok(false),
+        if let Some(r) = reject {
+            return self.reject(session, ctx, r).await;
+        }
+        match self.forward(session, ctx).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // Release before answering, so a client that reads its usage next sees it.
+                self.settle_quota(ctx).await;
+                if session.response_written().is_none() {
+                    if let Some(mut r) = errors::from_proxy_error(&e) {
+                        if let Reject::BodyTooLarge { limit } = &mut r {
+                            *limit = self.cfg.max_body_bytes;
+                        }
+                        ctx.reject = Some(r.reason());
+                        if let Ok((h, body)) = r.response(ctx.request_id.as_str(), &[]) {
+                            let _ = session.write_error_response(h, body).await;
+                        }
+                    }
+                }
+                Err(e)
+            }
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let peer = if ctx.route == Route::Engine(EngineOp::Events) {
-            &self.peers.events
-        } else if ctx.route.is_engine() {
-            &self.peers.engine
-        } else {
-            &self.peers.billing
+    /// Step 7: send the request to its upstream and stream the answer back.
+    async fn forward(&self, session: &mut ServerSession, ctx: &mut Ctx) -> Result<()> {
+        let ups = &self.upstreams;
+        let (up, read_timeout) = match ctx.route {
+            Route::Engine(EngineOp::Events) => (&ups.engine, ups.events_read_timeout),
+            r if r.is_engine() => (&ups.engine, ups.read_timeout),
+            _ => (&ups.billing, ups.read_timeout),
         };
-        Ok(Box::new(peer.clone()))
+        let has_body = !session.is_body_empty();
+        if has_body && session.req_header().headers.contains_key(header::EXPECT) {
+            // The checks passed: invite the body (the header itself is not forwarded).
+            session.write_continue_response().await?;
+        }
+        let mut connect_failures = 0u8;
+        // A pooled connection the upstream closed just as it was reused fails before any
+        // answer byte; a request without a body is then sent once more on a new connection.
+        let mut may_resend = !has_body;
+        let mut upstream = loop {
+            let (stream, reused) = match up.pooled() {
+                Some(s) => (s, true),
+                None => match up.connect().await {
+                    Ok(s) => (s, false),
+                    Err(e) => {
+                        connect_failures += 1;
+                        if connect_failures <= CONNECT_RETRIES {
+                            continue;
+                        }
+                        return Err(connect_error(e));
+                    }
+                },
+            };
+            let mut upstream = UpstreamSession::new(stream);
+            upstream.read_timeout = Some(read_timeout);
+            upstream.write_timeout = Some(ups.write_timeout);
+            let head = self.upstream_request(session.req_header(), ctx, has_body)?;
+            ctx.upstream_sent = Some(Instant::now());
+            let sent = match upstream.write_request_header(head).await {
+                Ok(_) if has_body => self.send_body(session, &mut upstream, ctx).await,
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.into_up()),
+            };
+            if let Err(e) = sent {
+                if reused && may_resend && e.esource() == &pingora::ErrorSource::Upstream {
+                    may_resend = false;
+                    continue;
+                }
+                return Err(e);
+            }
+            match read_response_head(&mut upstream).await {
+                Ok(()) => break upstream,
+                Err(e) if reused && may_resend && resendable(&e) => {
+                    may_resend = false;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+
+        let Some(head) = upstream.resp_header() else {
+            return Error::e_explain(ErrorType::InvalidHTTPHeader, "no response header");
+        };
+        let status = head.status.as_u16();
+        ctx.upstream_status = Some(status);
+        // Settle before the client sees the answer, so a client that reads its usage right
+        // after a forget (or a refused store) sees the new count.
+        self.settle_quota(ctx).await;
+        if let Some(t) = ctx.upstream_sent {
+            metrics::UPSTREAM_SECONDS_BY_UPSTREAM[usize::from(!ctx.route.is_engine())]
+                .observe(t.elapsed().as_secs_f64());
+        }
+        let mut resp = Box::new(head.clone());
+        if let Some((meta, d)) = &ctx.rate {
+            meta.write_headers(&mut resp, d, limits::unix_now())?;
+        }
+        resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        session
+            .write_response_header(resp)
+            .await
+            .map_err(|e| e.into_down())?;
+
+        // The body, chunk by chunk as it arrives (SSE included: chunked and close-delimited
+        // bodies are flushed on every write).
+        loop {
+            let chunk = upstream.read_body_ref().await.map_err(|e| e.into_up())?;
+            let Some(chunk) = chunk else { break };
+            let written = match &mut *session {
+                ServerSession::H1(h1) => h1.write_body(chunk).await.map(|_| ()),
+                other => {
+                    other
+                        .write_response_body(Bytes::copy_from_slice(chunk), false)
+                        .await
+                }
+            };
+            written.map_err(|e| e.into_down())?;
+        }
+        session.finish_body().await.map_err(|e| e.into_down())?;
+        upstream.respect_keepalive();
+        if let Some(stream) = upstream.reuse().await {
+            up.release(stream);
+        }
+        Ok(())
     }
 
-    async fn upstream_request_filter(
+    /// Stream the request body to the upstream, enforcing the body limit on engine routes.
+    async fn send_body(
         &self,
-        _session: &mut Session,
-        up: &mut RequestHeader,
-        ctx: &mut Ctx,
+        session: &mut ServerSession,
+        upstream: &mut UpstreamSession,
+        ctx: &Ctx,
     ) -> Result<()> {
-        // Step 7: nothing the client says about identity reaches an upstream.
+        let limit = ctx.route.is_engine().then_some(self.cfg.max_body_bytes);
+        let mut total = 0u64;
+        while let Some(chunk) = session
+            .read_request_body()
+            .await
+            .map_err(|e| e.into_down())?
+        {
+            total += chunk.len() as u64;
+            if limit.is_some_and(|l| total > l) {
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
+            }
+            upstream.write_body(&chunk).await.map_err(|e| e.into_up())?;
+        }
+        upstream.finish_body().await.map_err(|e| e.into_up())?;
+        Ok(())
+    }
+
+    /// The request as the upstream sees it (step 7): nothing the client says about identity
+    /// reaches an upstream, hop-by-hop fields stay on this hop, and the gateway's own
+    /// `X-Stellar-User`, `X-Request-Id` and `X-Forwarded-For` are set.
+    fn upstream_request(
+        &self,
+        req: &RequestHeader,
+        ctx: &Ctx,
+        has_body: bool,
+    ) -> Result<Box<RequestHeader>> {
+        let mut up = Box::new(req.clone());
+        up.set_version(http::Version::HTTP_11);
+        strip_hop_by_hop(&mut up);
         let spoofed = |n: &http::HeaderName| n.as_str().starts_with("x-stellar-");
         if up.headers.keys().any(spoofed) {
             let spoofable: Vec<http::HeaderName> =
@@ -527,101 +694,26 @@ impl ProxyHttp for Gateway {
                 let n = 48 - w.len();
                 up.insert_header(
                     "X-Forwarded-For",
-                    http::HeaderValue::from_bytes(&buf[..n]).map_err(|_| {
-                        Error::explain(ErrorType::InternalError, "client address as header")
-                    })?,
+                    http::HeaderValue::from_bytes(&buf[..n])
+                        .or_err(ErrorType::InternalError, "client address as header")?,
                 )?
             }
             None => {
                 up.remove_header("x-forwarded-for");
             }
         }
-        ctx.upstream_sent = Some(Instant::now());
-        Ok(())
-    }
-
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        _eos: bool,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        if let (Some(b), true) = (body, ctx.route.is_engine()) {
-            ctx.body_bytes += b.len() as u64;
-            if ctx.body_bytes > self.cfg.max_body_bytes {
-                return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
-            }
+        if has_body
+            && !up.headers.contains_key(header::CONTENT_LENGTH)
+            && !up.headers.contains_key(header::TRANSFER_ENCODING)
+        {
+            up.insert_header(header::TRANSFER_ENCODING, "chunked")?;
         }
-        Ok(())
+        Ok(up)
     }
 
-    async fn upstream_response_filter(
-        &self,
-        _session: &mut Session,
-        resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        ctx.upstream_status = Some(resp.status.as_u16());
-        // Settle before the client sees the answer, so a client that reads its usage right
-        // after a forget (or a refused store) sees the new count. Paths without an upstream
-        // answer are settled in `logging`.
+    /// Runs once per request on every path: settle what is left of the quota, count, log.
+    async fn finish(&self, session: &ServerSession, ctx: &mut Ctx, e: Option<&Error>) {
         self.settle_quota(ctx).await;
-        if let Some(t) = ctx.upstream_sent {
-            metrics::UPSTREAM_SECONDS_BY_UPSTREAM[usize::from(!ctx.route.is_engine())]
-                .observe(t.elapsed().as_secs_f64());
-        }
-        Ok(())
-    }
-
-    async fn response_filter(
-        &self,
-        _session: &mut Session,
-        resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        if let Some((meta, d)) = &ctx.rate {
-            meta.write_headers(resp, d, crate::limits::unix_now())?;
-        }
-        resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
-        Ok(())
-    }
-
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let Some(mut r) = errors::from_proxy_error(e) else {
-            self.settle_quota(ctx).await;
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
-        };
-        if let Reject::BodyTooLarge { limit } = &mut r {
-            *limit = self.cfg.max_body_bytes;
-        }
-        ctx.reject = Some(r.reason());
-        let code = r.status();
-        // Release before answering (see upstream_response_filter).
-        self.settle_quota(ctx).await;
-        if session.response_written().is_none() {
-            if let Ok((h, body)) = r.response(ctx.request_id.as_str(), &[]) {
-                let _ = session
-                    .as_downstream_mut()
-                    .write_error_response(h, body)
-                    .await;
-            }
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
-    }
-
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        self.settle_quota(ctx).await;
-        if !ctx.counted {
-            return;
-        }
-        metrics::INFLIGHT.dec();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = ctx.route.label();
         let elapsed = ctx.started.elapsed();
@@ -648,6 +740,69 @@ impl ProxyHttp for Gateway {
         } else if tracing::enabled!(tracing::Level::DEBUG) {
             let user = user();
             tracing::debug!(request_id = %ctx.request_id, route, status, user, ms, "request");
+        }
+    }
+}
+
+/// Read the response head, passing over interim (1xx) answers: the gateway answers
+/// `Expect: 100-continue` itself and does not forward it.
+async fn read_response_head(upstream: &mut UpstreamSession) -> Result<()> {
+    loop {
+        upstream.read_response().await.map_err(|e| e.into_up())?;
+        match upstream.resp_header() {
+            Some(h) if h.status.is_informational() && h.status.as_u16() != 101 => continue,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Whether a failure to read the response head on a reused connection means the upstream had
+/// closed it (so nothing was processed) rather than that it answered badly or too slowly.
+fn resendable(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+    )
+}
+
+fn connect_error(e: ConnectError) -> Box<Error> {
+    match e {
+        ConnectError::Refused(io) => {
+            Error::because(ErrorType::ConnectRefused, "connecting to upstream", io).into_up()
+        }
+        ConnectError::TimedOut => {
+            Error::explain(ErrorType::ConnectTimedout, "connecting to upstream").into_up()
+        }
+    }
+}
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1) and any field the client's `Connection` names.
+fn strip_hop_by_hop(req: &mut RequestHeader) {
+    if let Some(conn) = req.headers.get(header::CONNECTION) {
+        let named: Vec<String> = conn
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty() && t != "close" && t != "keep-alive")
+            .collect();
+        for name in named {
+            if name != "content-length" && name != "transfer-encoding" && name != "host" {
+                req.remove_header(&name);
+            }
+        }
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    ] {
+        if req.headers.contains_key(name) {
+            req.remove_header(name);
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::config::{self, GatewayConfig};
 use crate::limits::{Limiter, LocalBuckets, LocalLimiter, Rate, SystemClock};
 use crate::metrics;
 use crate::ops::OpsApp;
-use crate::proxy::{Gateway, Peers};
+use crate::proxy::{Gateway, Upstreams};
 use crate::quota::{self, InFlight};
 use crate::redis_limit::RedisLimiter;
 use crate::tier_meta::{TierMeta, TierMetas};
@@ -208,7 +208,7 @@ pub fn run(cfg: GatewayConfig, common: CommonConfig) -> anyhow::Result<()> {
         ip_rate,
         ip_meta: Arc::new(TierMeta::new("ip", ip_rate)),
         metas,
-        peers: Peers::new(&cfg, engine, billing),
+        upstreams: Upstreams::new(&cfg, engine, billing),
         agents: moka::future::Cache::builder()
             .max_capacity(100_000)
             .time_to_live(Duration::from_secs(600))
@@ -232,14 +232,12 @@ pub fn run(cfg: GatewayConfig, common: CommonConfig) -> anyhow::Result<()> {
         work_stealing: cfg.work_stealing,
         grace_period_seconds: Some(cfg.grace_period_secs),
         graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout_secs),
-        upstream_keepalive_pool_size: 512,
-        max_retries: 2,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, gateway);
+    let mut proxy = pingora::services::listening::Service::new("gateway".to_string(), gateway);
     proxy.add_tcp(&addr.to_string());
     server.add_service(proxy);
 
