@@ -376,3 +376,165 @@ both_dbs!(
     super::hygiene_and_bytes
 );
 both_dbs!(engine_tenancy_sse_metrics_502, super::engine_behaviour);
+
+/// Send raw bytes, read what comes back until the peer closes or `until` is seen after a
+/// complete head (a crude HTTP/1 client, so the test controls every byte on the wire).
+async fn raw_exchange(addr: &str, req: &[u8], until: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(req).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        let text = String::from_utf8_lossy(&out);
+        if !until.is_empty() && text.contains(until) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An upstream that answers each request on a connection and then, 50 ms later, closes the
+/// idle connection (as a server with a short keep-alive timeout does). Counts connections.
+async fn start_closing_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // One request (head, then a Content-Length body if any).
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok",
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                // dropped: the idle keep-alive connection is closed
+            });
+        }
+    });
+    (addr, conns)
+}
+
+/// What the gateway does on the wire itself: a malformed request gets a JSON 400;
+/// `Expect: 100-continue` is answered by the gateway and not forwarded; hop-by-hop fields
+/// (and those the client's `Connection` names) stay on the client's hop; and a pooled upstream
+/// connection that the upstream closed while idle is never used for the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wire_edges_and_stale_upstream_connections() {
+    let dir = TempDir::new("gw-wire");
+    let Some(adb) = account_db(Backend::Sqlite, &dir).await else {
+        return;
+    };
+    let echo = start_echo().await;
+    let (closing, conns) = start_closing_upstream().await;
+    let gw = start_gateway(&dir, &adb.url, &closing, &echo, ROOMY_TIERS, &[]);
+    let acct = accounts::create_account(&adb.db, "free").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let addr = gw.url("").trim_start_matches("http://").to_string();
+
+    // Malformed request line: our JSON 400, not an empty one.
+    let out = raw_exchange(&addr, b"GARBAGE\x01 / HTTP/1.1\r\nHost: x\r\n\r\n", "}").await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("application/json"), "{out}");
+    assert!(out.contains("\"detail\""), "{out}");
+
+    // Expect: 100-continue on a billing route (the echo upstream): the gateway invites the
+    // body itself, the upstream never sees Expect, and hop-by-hop fields are dropped.
+    let req =
+        "POST /auth/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\
+               Connection: keep-alive, X-Hop-Secret\r\nX-Hop-Secret: 1\r\nKeep-Alive: timeout=5\r\n\
+               TE: trailers\r\nX-End-To-End: kept\r\n\r\n";
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("an interim answer before the body is sent")
+        .unwrap();
+    let interim = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+    s.write_all(b"hello").await.unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&out).ends_with("hello") && Instant::now() < deadline {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.ends_with("hello"),
+        "body forwarded after the 100: {text}"
+    );
+    let echo_line = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("x-echo-request:"))
+        .expect("echo header");
+    let seen: serde_json::Value =
+        serde_json::from_str(echo_line.split_once(':').unwrap().1.trim()).unwrap();
+    let h = &seen["headers"];
+    assert!(h.get("expect").is_none(), "{h}");
+    assert!(h.get("x-hop-secret").is_none(), "{h}");
+    assert!(h.get("keep-alive").is_none(), "{h}");
+    assert!(h.get("te").is_none(), "{h}");
+    assert_eq!(h["x-end-to-end"], "kept");
+
+    // Upstream closes idle connections after 50 ms: every later request, with or without a
+    // body, still gets the upstream's answer (never a 502 from a dead pooled connection).
+    let c = client();
+    for i in 0..6 {
+        let req = if i % 2 == 0 {
+            c.get(gw.url("/api/v1/stats"))
+        } else {
+            c.post(gw.url("/api/v1/recall")).body("{\"query\":\"x\"}")
+        };
+        let r = req.header("X-API-Key", &acct.key).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), "ok");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        conns.load(std::sync::atomic::Ordering::SeqCst) >= 6,
+        "each request needed a new upstream connection"
+    );
+}
