@@ -34,6 +34,8 @@ pub struct GatewayBenchOpts {
     pub redis: bool,
     /// Gateway proxy threads, and nginx worker processes (the same number, for a fair match).
     pub workers: usize,
+    /// Only the memory measurement (no wrk, nginx, fixed-rate or Redis runs).
+    pub only_rss: bool,
 }
 
 impl Default for GatewayBenchOpts {
@@ -45,6 +47,7 @@ impl Default for GatewayBenchOpts {
             rss_keys: 100_000,
             redis: true,
             workers: 2,
+            only_rss: false,
         }
     }
 }
@@ -289,6 +292,25 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The anonymous / file-backed split of a process's resident memory (from
+/// `/proc/PID/smaps_rollup`), for attributing growth.
+fn rss_breakdown(pid: u32) -> String {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+        return String::new();
+    };
+    let mib = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    format!(
+        "anonymous {:.1} MiB, file-backed {:.1} MiB",
+        mib("Anonymous:"),
+        mib("Rss:") - mib("Anonymous:")
+    )
+}
+
 fn gateway_env(
     addr: &str,
     metrics: &str,
@@ -335,6 +357,79 @@ fn row(name: &str, r: &WrkResult) -> String {
     )
 }
 
+/// Gateway RSS before and after one request with each of `opts.rss_keys` distinct keys (all
+/// cache misses that then get cached). With `STELLAR_BENCH_HOLD_SECS=N` the gateway is kept
+/// running N seconds afterwards (its pid on stderr), for inspection.
+async fn measure_rss(
+    opts: &GatewayBenchOpts,
+    engine_addr: &str,
+    keys: Vec<String>,
+    db_url: &str,
+    tiers: &Path,
+    path: &str,
+) -> anyhow::Result<String> {
+    let mut md = String::new();
+    let (gw, gw_addr) = start_gateway(engine_addr, db_url, tiers, None, opts.workers)?;
+    let pid = gw.pid().unwrap_or(0);
+    let before = rss_mib(pid);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let keys = std::sync::Arc::new(keys);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (client, keys, next, url) = (
+            client.clone(),
+            keys.clone(),
+            next.clone(),
+            format!("http://{gw_addr}{path}"),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0usize;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(k) = keys.get(i) else { break };
+                if let Ok(r) = client.get(&url).header("X-API-Key", k).send().await {
+                    if r.status().is_success() {
+                        ok += 1;
+                    }
+                    let _ = r.bytes().await;
+                }
+            }
+            ok
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        ok += task.await?;
+    }
+    let fill = t.elapsed();
+    let after = rss_mib(pid);
+    md.push_str(&format!(
+        "Memory: {} distinct keys, each used once ({ok} answered 200, {:.1} s, all cache misses then cached): gateway RSS {before:.1} MiB at start → \
+         **{after:.1} MiB** (target ≤ 64 MiB: {}).\n\n",
+        keys.len(),
+        fill.as_secs_f64(),
+        if after <= 64.0 { "met" } else { "NOT met" }
+    ));
+    md.push_str(&format!("At the end: {}.\n\n", rss_breakdown(pid)));
+    if let Some(hold) = std::env::var("STELLAR_BENCH_HOLD_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        eprintln!("gateway pid {pid}: held for {hold} s");
+        tokio::time::sleep(Duration::from_secs(hold)).await;
+        eprintln!(
+            "after {hold} s: RSS {:.1} MiB, {}",
+            rss_mib(pid),
+            rss_breakdown(pid)
+        );
+    }
+    Ok(md)
+}
+
 /// Run the whole benchmark and return the Markdown report.
 pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
     let load = std::fs::read_to_string("/proc/loadavg")
@@ -365,6 +460,20 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
     let acct = accounts::create_account(&db, "free").await;
     let tiers = dir.path().join("tiers.toml");
     std::fs::write(&tiers, TIERS)?;
+    let path = "/api/v1/stats";
+    if opts.only_rss {
+        let md = measure_rss(
+            &opts,
+            &engine_addr,
+            accounts::create_many(&db, "free", opts.rss_keys).await,
+            &db_url,
+            &tiers,
+            path,
+        )
+        .await?;
+        drop(engine);
+        return Ok(md);
+    }
     let http = reqwest::Client::new();
     for i in 0..50 {
         http.post(format!("http://{engine_addr}/api/v1/store"))
@@ -375,7 +484,6 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
     }
     let user_hdr = vec![("X-Stellar-User", acct.user_id.to_string())];
     let key_hdr = vec![("X-API-Key", acct.key.clone())];
-    let path = "/api/v1/stats";
 
     let (gw, gw_addr) = start_gateway(&engine_addr, &db_url, &tiers, None, opts.workers)?;
     let nginx_addr = free_addr();
@@ -474,53 +582,17 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
 
     // Memory with many distinct cached keys.
     if opts.rss_keys > 0 {
-        let keys = accounts::create_many(&db, "free", opts.rss_keys).await;
-        let (gw, gw_addr) = start_gateway(&engine_addr, &db_url, &tiers, None, opts.workers)?;
-        let pid = gw.pid().unwrap_or(0);
-        let before = rss_mib(pid);
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .build()?;
-        let keys = std::sync::Arc::new(keys);
-        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let t = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..64 {
-            let (client, keys, next, url) = (
-                client.clone(),
-                keys.clone(),
-                next.clone(),
-                format!("http://{gw_addr}{path}"),
-            );
-            tasks.push(tokio::spawn(async move {
-                let mut ok = 0usize;
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(k) = keys.get(i) else { break };
-                    if let Ok(r) = client.get(&url).header("X-API-Key", k).send().await {
-                        if r.status().is_success() {
-                            ok += 1;
-                        }
-                        let _ = r.bytes().await;
-                    }
-                }
-                ok
-            }));
-        }
-        let mut ok = 0;
-        for task in tasks {
-            ok += task.await?;
-        }
-        let fill = t.elapsed();
-        let after = rss_mib(pid);
-        md.push_str(&format!(
-            "Memory: {} distinct keys, each used once ({ok} answered 200, {:.1} s, all cache misses then cached): gateway RSS {before:.1} MiB at start → \
-             **{after:.1} MiB** (target ≤ 64 MiB: {}).\n\n",
-            keys.len(),
-            fill.as_secs_f64(),
-            if after <= 64.0 { "met" } else { "NOT met" }
-        ));
-        drop(gw);
+        md.push_str(
+            &measure_rss(
+                &opts,
+                &engine_addr,
+                accounts::create_many(&db, "free", opts.rss_keys).await,
+                &db_url,
+                &tiers,
+                path,
+            )
+            .await?,
+        );
     }
 
     // Redis limiter cost, and two gateways sharing one Redis.

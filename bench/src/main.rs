@@ -43,6 +43,9 @@ enum Cmd {
         /// Gateway proxy threads = nginx worker processes.
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// Only the memory measurement with `--rss-keys` cached keys (quick).
+        #[arg(long)]
+        only_rss: bool,
     },
 }
 
@@ -59,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
             rss_keys,
             no_redis,
             workers,
+            only_rss,
         } => {
             stellar_bench::gateway::run(stellar_bench::gateway::GatewayBenchOpts {
                 bin_dir: cli.bin_dir.clone(),
@@ -67,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
                 rss_keys,
                 redis: !no_redis,
                 workers,
+                only_rss,
             })
             .await?
         }
