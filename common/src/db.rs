@@ -35,6 +35,10 @@ pub struct DbOptions {
     pub max_connections: u32,
     /// How long a query may wait for a connection: small, so an outage is a fast error.
     pub acquire_timeout: Duration,
+    /// SQLite only: each connection's page cache in KiB (`PRAGMA cache_size = -N`); `None`
+    /// keeps SQLite's default (2 MiB). The OS page cache holds the file anyway, so a reader
+    /// with many connections can keep this small.
+    pub sqlite_cache_kib: Option<u32>,
 }
 
 impl Default for DbOptions {
@@ -42,6 +46,7 @@ impl Default for DbOptions {
         DbOptions {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(2),
+            sqlite_cache_kib: None,
         }
     }
 }
@@ -67,6 +72,10 @@ impl Db {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true);
+            let co = match opts.sqlite_cache_kib {
+                Some(kib) => co.pragma("cache_size", format!("-{}", kib.max(1))),
+                None => co,
+            };
             if let Some(dir) = co.get_filename().parent() {
                 if !dir.as_os_str().is_empty() {
                     std::fs::create_dir_all(dir)?;

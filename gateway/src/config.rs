@@ -46,6 +46,8 @@ pub struct GatewayConfig {
     pub db_max_connections: u32,
     /// Upper bound of that pool when the account DB is SQLite.
     pub sqlite_max_connections: u32,
+    /// SQLite page cache per gateway connection (KiB).
+    pub sqlite_cache_kib: u32,
     /// Deadline of one DB call on the request path (ms).
     pub db_timeout_ms: u64,
     /// Apply migrations at start.
