@@ -55,6 +55,7 @@ impl BackgroundService for Maintenance {
         let opts = DbOptions {
             max_connections,
             acquire_timeout: g.cfg.db_timeout(),
+            sqlite_cache_kib: Some(g.cfg.sqlite_cache_kib),
         };
         let redacted = stellar_common::db::redact_url(&self.db_url);
         let db = loop {
