@@ -14,7 +14,7 @@ use http::HeaderMap;
 use moka::future::Cache;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use stellar_common::{keys, Db, Tier};
 use uuid::Uuid;
 
@@ -28,6 +28,10 @@ pub struct Principal {
     pub meta: Arc<TierMeta>,
     /// This key's requests not yet written to the account DB (see [`crate::usage`]).
     pub usage: Mutex<KeyUsage>,
+    /// End of its time in the cache: milliseconds on [`AuthCache`]'s clock. (The time-to-live
+    /// is checked here rather than by moka: moka's own TTL costs ~30 bytes per entry, and this
+    /// field fits in the padding of the principal's allocation.)
+    expires_ms: u64,
 }
 
 /// Why a request has no usable key (before any lookup).
@@ -91,7 +95,8 @@ type Hash = [u8; 32];
 const LOAD_ATTEMPTS: u32 = 3;
 
 /// The principal cache: a moka cache of principals under the key hash (capacity-bounded, with a
-/// time-to-live behind the change feed), and a smaller moka cache of hashes known to be unknown.
+/// time-to-live behind the change feed, checked against the deadline in each principal), and a
+/// smaller moka cache of hashes known to be unknown.
 /// A principal evicted here stays alive as long as a request or the usage queue holds it, so
 /// its unflushed request counts are not lost (see [`crate::usage`]).
 pub struct AuthCache {
@@ -104,6 +109,11 @@ pub struct AuthCache {
     metas: Arc<TierMetas>,
     tiers: Arc<stellar_common::Tiers>,
     db_timeout: Duration,
+    /// Time-to-live of a principal (ms), and the clock its deadline is on.
+    ttl_ms: u64,
+    clock: Instant,
+    /// When [`Self::sweep`] last dropped expired principals (ms on `clock`).
+    expiry_swept_ms: AtomicU64,
 }
 
 impl AuthCache {
@@ -118,7 +128,6 @@ impl AuthCache {
         AuthCache {
             positive: Cache::builder()
                 .max_capacity(capacity)
-                .time_to_live(ttl.max(Duration::from_secs(1)))
                 // Evicting a user's keys is a predicate over the cached principals.
                 .support_invalidation_closures()
                 .build(),
@@ -132,7 +141,34 @@ impl AuthCache {
             metas,
             tiers,
             db_timeout,
+            ttl_ms: u64::try_from(ttl.max(Duration::from_secs(1)).as_millis()).unwrap_or(u64::MAX),
+            clock: Instant::now(),
+            expiry_swept_ms: AtomicU64::new(0),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A cached principal younger than the time-to-live.
+    async fn get_fresh(&self, hash: &Hash) -> Option<Arc<Principal>> {
+        let p = self.positive.get(hash).await?;
+        let now = self.now_ms();
+        if now < p.expires_ms {
+            return Some(p);
+        }
+        // Expired: drop it (unless a fresh one replaced it meanwhile), so the lookup reloads.
+        self.positive
+            .entry(*hash)
+            .and_compute_with(|e| {
+                std::future::ready(match e {
+                    Some(e) if now >= e.value().expires_ms => moka::ops::compute::Op::Remove,
+                    _ => moka::ops::compute::Op::Nop,
+                })
+            })
+            .await;
+        None
     }
 
     /// The feed reader has its cursor: from now on results may be cached.
@@ -142,7 +178,7 @@ impl AuthCache {
 
     /// The cached principal of a well-formed key, if any (no DB access).
     pub async fn cached(&self, key: &str) -> Option<Arc<Principal>> {
-        self.positive.get(&keys::hash_bytes(key)).await
+        self.get_fresh(&keys::hash_bytes(key)).await
     }
 
     /// One query for `hash`, asked again (up to [`LOAD_ATTEMPTS`] times) while evictions run
@@ -178,6 +214,7 @@ impl AuthCache {
                 meta: self.metas.get(&tier),
                 tier,
                 usage: Mutex::default(),
+                expires_ms: self.now_ms().saturating_add(self.ttl_ms),
             });
             if !self.feed_ready.load(Ordering::SeqCst) {
                 return Err(LoadError::Stale(principal));
@@ -198,7 +235,7 @@ impl AuthCache {
     /// Resolve a well-formed key. `db` is `None` while the pool is not connected yet.
     pub async fn resolve(&self, key: &str, db: Option<&Db>) -> (Auth, CacheOutcome) {
         let hash = keys::hash_bytes(key);
-        if let Some(p) = self.positive.get(&hash).await {
+        if let Some(p) = self.get_fresh(&hash).await {
             return (Auth::Ok(p), CacheOutcome::Hit);
         }
         if self.negative_enabled && self.negative.contains_key(&hash) {
@@ -288,6 +325,21 @@ impl AuthCache {
 
     /// Housekeeping: drop expired and invalidated entries now rather than on the next writes.
     pub async fn sweep(&self) {
+        // Expired principals are never returned; they are dropped here, by a scan at most every
+        // quarter of the time-to-live (moka runs it in its housekeeping), so an expired entry
+        // is freed at most 1.25 × TTL + one sweep interval after it was loaded.
+        let now = self.now_ms();
+        if now.saturating_sub(self.expiry_swept_ms.load(Ordering::Relaxed)) >= self.ttl_ms / 4 {
+            self.expiry_swept_ms.store(now, Ordering::Relaxed);
+            if self
+                .positive
+                .invalidate_entries_if(move |_, p| now >= p.expires_ms)
+                .is_err()
+            {
+                // Only without invalidation closures (not the case): capacity still bounds them.
+                tracing::debug!("principal cache: cannot sweep expired entries");
+            }
+        }
         self.positive.run_pending_tasks().await;
         self.negative.run_pending_tasks().await;
     }
@@ -357,13 +409,17 @@ mod tests {
     }
 
     fn cache(capacity: u64) -> AuthCache {
+        cache_with_ttl(capacity, Duration::from_secs(600))
+    }
+
+    fn cache_with_ttl(capacity: u64, ttl: Duration) -> AuthCache {
         let tiers = Arc::new(
             stellar_common::Tiers::parse(include_str!("../../config/tiers.toml"), "tiers").unwrap(),
         );
         let metas = Arc::new(TierMetas::new(&tiers));
         AuthCache::new(
             capacity,
-            Duration::from_secs(600),
+            ttl,
             Duration::from_secs(60),
             tiers,
             metas,
@@ -551,6 +607,35 @@ mod tests {
         let (a, o) = c.resolve(&cached_key, Some(&db)).await;
         assert!(is_ok(&a));
         assert_eq!(o, CacheOutcome::Hit);
+    }
+
+    /// A principal is served from the cache for the time-to-live, then looked up again; the
+    /// sweep frees expired entries.
+    #[tokio::test]
+    async fn principals_expire_after_the_ttl() {
+        let _serial = QUERY_COUNT.lock().await;
+        let db = sqlite().await;
+        let (key, _, _) = user_with_key(&db, "free").await;
+        let (other, _, _) = user_with_key(&db, "free").await;
+        let c = cache_with_ttl(100, Duration::from_secs(1));
+        c.set_feed_ready();
+        let q = queries();
+        assert_eq!(c.resolve(&key, Some(&db)).await.1, CacheOutcome::Miss);
+        assert_eq!(c.resolve(&other, Some(&db)).await.1, CacheOutcome::Miss);
+        assert_eq!(c.resolve(&key, Some(&db)).await.1, CacheOutcome::Hit);
+        assert_eq!(queries() - q, 2);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(c.cached(&key).await.is_none(), "expired");
+        let (a, o) = c.resolve(&key, Some(&db)).await;
+        assert!(is_ok(&a));
+        assert_eq!(o, CacheOutcome::Miss);
+        assert_eq!(c.resolve(&key, Some(&db)).await.1, CacheOutcome::Hit);
+        assert_eq!(queries() - q, 3);
+        // The other key expired unseen: the sweep drops it, the reloaded one stays.
+        c.sweep().await;
+        c.sweep().await;
+        assert_eq!(c.len(), 1);
+        assert!(c.cached(&key).await.is_some());
     }
 
     #[tokio::test]
