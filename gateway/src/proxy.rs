@@ -538,8 +538,11 @@ impl Gateway {
         // A pooled connection the upstream closed just as it was reused fails before any
         // answer byte; a request without a body is then sent once more on a new connection.
         let mut may_resend = !has_body;
+        let mut resending = false;
         let mut upstream = loop {
-            let (stream, reused) = match up.pooled() {
+            // A resend always goes on a new connection.
+            let pooled = if resending { None } else { up.pooled() };
+            let (stream, reused) = match pooled {
                 Some(s) => (s, true),
                 None => match up.connect().await {
                     Ok(s) => (s, false),
@@ -564,7 +567,7 @@ impl Gateway {
             };
             if let Err(e) = sent {
                 if reused && may_resend && e.esource() == &pingora::ErrorSource::Upstream {
-                    may_resend = false;
+                    (may_resend, resending) = (false, true);
                     continue;
                 }
                 return Err(e);
@@ -572,7 +575,7 @@ impl Gateway {
             match read_response_head(&mut upstream).await {
                 Ok(()) => break upstream,
                 Err(e) if reused && may_resend && resendable(&e) => {
-                    may_resend = false;
+                    (may_resend, resending) = (false, true);
                 }
                 Err(e) => return Err(e),
             }
