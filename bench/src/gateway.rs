@@ -373,11 +373,12 @@ fn row(name: &str, r: &WrkResult) -> String {
 async fn measure_rss(
     opts: &GatewayBenchOpts,
     engine_addr: &str,
-    keys: Vec<String>,
+    db: &stellar_common::Db,
     db_url: &str,
     tiers: &Path,
     path: &str,
 ) -> anyhow::Result<String> {
+    let keys = accounts::create_many(db, "free", opts.rss_keys).await;
     let mut md = String::new();
     let (gw, gw_addr) = start_gateway(engine_addr, db_url, tiers, None, opts.workers)?;
     let pid = gw.pid().unwrap_or(0);
@@ -472,15 +473,7 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
     std::fs::write(&tiers, TIERS)?;
     let path = "/api/v1/stats";
     if opts.only_rss {
-        let md = measure_rss(
-            &opts,
-            &engine_addr,
-            accounts::create_many(&db, "free", opts.rss_keys).await,
-            &db_url,
-            &tiers,
-            path,
-        )
-        .await?;
+        let md = measure_rss(&opts, &engine_addr, &db, &db_url, &tiers, path).await?;
         drop(engine);
         return Ok(md);
     }
@@ -592,17 +585,7 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
 
     // Memory with many distinct cached keys.
     if opts.rss_keys > 0 {
-        md.push_str(
-            &measure_rss(
-                &opts,
-                &engine_addr,
-                accounts::create_many(&db, "free", opts.rss_keys).await,
-                &db_url,
-                &tiers,
-                path,
-            )
-            .await?,
-        );
+        md.push_str(&measure_rss(&opts, &engine_addr, &db, &db_url, &tiers, path).await?);
     }
 
     // Redis limiter cost, and two gateways sharing one Redis.

@@ -28,15 +28,7 @@ mod tests {
     use crate::keys;
 
     async fn sqlite() -> Db {
-        let dir = std::env::temp_dir().join(format!("stellar-acc-{}", Uuid::new_v4()));
-        let db = Db::connect(
-            &format!("sqlite://{}/a.db", dir.display()),
-            &Default::default(),
-        )
-        .await
-        .unwrap();
-        db.migrate().await.unwrap();
-        db
+        crate::testing::temp_sqlite_db().await
     }
 
     async fn insert_user_and_key(db: &Db, tier: &str, key: &str, active: bool) -> (Uuid, Uuid) {

@@ -142,14 +142,7 @@ mod tests {
 
     #[tokio::test]
     async fn feed_sqlite() {
-        let dir = std::env::temp_dir().join(format!("stellar-feed-{}", Uuid::new_v4()));
-        let db = Db::connect(
-            &format!("sqlite://{}/a.db", dir.display()),
-            &Default::default(),
-        )
-        .await
-        .unwrap();
-        db.migrate().await.unwrap();
+        let db = crate::testing::temp_sqlite_db().await;
         exercise(db).await;
     }
 

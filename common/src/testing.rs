@@ -1,4 +1,4 @@
-//! Test support: a fresh PostgreSQL database per test.
+//! Test support: a fresh PostgreSQL database per test, and a migrated SQLite one.
 //!
 //! The server is `STELLAR_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`).
 //! In CI (`CI=true`) an unreachable server fails the test; elsewhere the test prints why and
@@ -69,4 +69,17 @@ pub fn fresh_postgres_db_blocking() -> Option<String> {
     })
     .join()
     .expect("pg helper thread")
+}
+
+/// A new, migrated account DB in a SQLite file under the system's temp directory.
+pub async fn temp_sqlite_db() -> crate::Db {
+    let dir = std::env::temp_dir().join(format!("stellar-test-{}", uuid::Uuid::new_v4()));
+    let db = crate::Db::connect(
+        &format!("sqlite://{}/a.db", dir.display()),
+        &Default::default(),
+    )
+    .await
+    .expect("temp SQLite DB");
+    db.migrate().await.expect("migrations");
+    db
 }

@@ -384,15 +384,7 @@ mod tests {
     }
 
     async fn sqlite() -> Db {
-        let dir = std::env::temp_dir().join(format!("stellar-gwa-{}", Uuid::new_v4()));
-        let db = Db::connect(
-            &format!("sqlite://{}/a.db", dir.display()),
-            &Default::default(),
-        )
-        .await
-        .unwrap();
-        db.migrate().await.unwrap();
-        db
+        stellar_common::testing::temp_sqlite_db().await
     }
 
     /// A user of `tier` with one active key; returns (key, user id, key id).

@@ -90,11 +90,6 @@ impl Bucket {
             last: now,
         }
     }
-
-    /// Whether the bucket has refilled completely by `now` (then it can be forgotten).
-    pub fn is_full_at(&self, rate: Rate, now: Duration) -> bool {
-        refill(self.tokens, self.last, now, rate) >= f64::from(rate.burst)
-    }
 }
 
 fn refill(tokens: f64, last: Duration, now: Duration, rate: Rate) -> f64 {

@@ -65,9 +65,9 @@ pub struct Gateway {
 pub struct Upstreams {
     engine: Upstream,
     billing: Upstream,
+    /// Per read and per write (each resets the clock), except reads on the SSE route.
     read_timeout: Duration,
     events_read_timeout: Duration,
-    write_timeout: Duration,
 }
 
 impl Upstreams {
@@ -79,7 +79,6 @@ impl Upstreams {
             billing: Upstream::new(1, billing, connect, idle),
             read_timeout: Duration::from_secs(cfg.read_timeout_secs.max(1)),
             events_read_timeout: Duration::from_secs(cfg.events_read_timeout_secs.max(1)),
-            write_timeout: Duration::from_secs(cfg.read_timeout_secs.max(1)),
         }
     }
 }
@@ -557,7 +556,7 @@ impl Gateway {
             };
             let mut upstream = UpstreamSession::new(stream);
             upstream.read_timeout = Some(read_timeout);
-            upstream.write_timeout = Some(ups.write_timeout);
+            upstream.write_timeout = Some(ups.read_timeout);
             let head = self.upstream_request(session.req_header(), ctx, has_body)?;
             ctx.upstream_sent = Some(Instant::now());
             let sent = match upstream.write_request_header(head).await {

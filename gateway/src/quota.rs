@@ -279,15 +279,7 @@ mod tests {
     use super::*;
 
     async fn sqlite() -> Db {
-        let dir = std::env::temp_dir().join(format!("stellar-gwq-{}", Uuid::new_v4()));
-        let db = Db::connect(
-            &format!("sqlite://{}/a.db", dir.display()),
-            &Default::default(),
-        )
-        .await
-        .unwrap();
-        db.migrate().await.unwrap();
-        db
+        stellar_common::testing::temp_sqlite_db().await
     }
 
     async fn user(db: &Db) -> Uuid {

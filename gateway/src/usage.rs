@@ -174,14 +174,7 @@ mod tests {
 
     #[tokio::test]
     async fn flush_accumulates() {
-        let dir = std::env::temp_dir().join(format!("stellar-gwu-{}", Uuid::new_v4()));
-        let db = Db::connect(
-            &format!("sqlite://{}/a.db", dir.display()),
-            &Default::default(),
-        )
-        .await
-        .unwrap();
-        db.migrate().await.unwrap();
+        let db = stellar_common::testing::temp_sqlite_db().await;
         let (u, k) = (Uuid::new_v4(), Uuid::new_v4());
         let now = Utc::now();
         with_db!(&db, p => {
