@@ -10,7 +10,6 @@
 use crate::metrics;
 use crate::tier_meta::{TierMeta, TierMetas};
 use crate::usage::KeyUsage;
-use http::HeaderMap;
 use moka::future::Cache;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,11 +42,15 @@ pub enum KeyProblem {
 
 /// The key from `X-API-Key`, else `Authorization: Bearer`. The form is checked here, so garbage
 /// never reaches the cache or the DB.
-pub fn extract_key(headers: &HeaderMap) -> Result<&str, KeyProblem> {
-    let raw = if let Some(v) = headers.get("x-api-key") {
-        v.to_str().map_err(|_| KeyProblem::Malformed)?.trim()
-    } else if let Some(v) = headers.get(http::header::AUTHORIZATION) {
-        let v = v.to_str().map_err(|_| KeyProblem::Malformed)?.trim();
+pub fn extract_key<'a>(
+    x_api_key: Option<&'a [u8]>,
+    authorization: Option<&'a [u8]>,
+) -> Result<&'a str, KeyProblem> {
+    let text = |v: &'a [u8]| std::str::from_utf8(v).map_err(|_| KeyProblem::Malformed);
+    let raw = if let Some(v) = x_api_key {
+        text(v)?.trim()
+    } else if let Some(v) = authorization {
+        let v = text(v)?.trim();
         match v.split_once(' ') {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
             _ => return Err(KeyProblem::Malformed),
@@ -366,12 +369,15 @@ pub fn outcome_label(o: CacheOutcome) -> &'static str {
 mod tests {
     use super::*;
 
-    fn h(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.insert(*k, v.parse().unwrap());
-        }
-        m
+    /// `extract_key` on these fields (name, value).
+    fn key_of<'a>(pairs: &[(&str, &'a str)]) -> Result<&'a str, KeyProblem> {
+        let get = |n: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.as_bytes())
+        };
+        extract_key(get("x-api-key"), get("authorization"))
     }
 
     const K: &str = "sk-stellar-0123456789abcdef0123456789abcdef";
@@ -682,26 +688,20 @@ mod tests {
 
     #[test]
     fn key_extraction() {
-        assert_eq!(extract_key(&h(&[])), Err(KeyProblem::Missing));
-        assert_eq!(extract_key(&h(&[("x-api-key", K)])), Ok(K));
+        assert_eq!(key_of(&[]), Err(KeyProblem::Missing));
+        assert_eq!(key_of(&[("x-api-key", K)]), Ok(K));
+        assert_eq!(key_of(&[("authorization", &format!("Bearer {K}"))]), Ok(K));
+        assert_eq!(key_of(&[("authorization", &format!("bearer  {K}"))]), Ok(K));
         assert_eq!(
-            extract_key(&h(&[("authorization", &format!("Bearer {K}"))])),
-            Ok(K)
-        );
-        assert_eq!(
-            extract_key(&h(&[("authorization", &format!("bearer  {K}"))])),
-            Ok(K)
-        );
-        assert_eq!(
-            extract_key(&h(&[("authorization", &format!("Basic {K}"))])),
+            key_of(&[("authorization", &format!("Basic {K}"))]),
             Err(KeyProblem::Malformed)
         );
         assert_eq!(
-            extract_key(&h(&[("x-api-key", "sk-stellar-nothex")])),
+            key_of(&[("x-api-key", "sk-stellar-nothex")]),
             Err(KeyProblem::Malformed)
         );
         assert_eq!(
-            extract_key(&h(&[("x-api-key", &K.to_uppercase())])),
+            key_of(&[("x-api-key", &K.to_uppercase())]),
             Err(KeyProblem::Malformed)
         );
     }

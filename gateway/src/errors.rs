@@ -2,10 +2,8 @@
 //! member (the engine's own error shape), as an RFC 9457 problem object where a type fits.
 //! Internal details (SQL errors, upstream errors) go to the log, never to the client.
 
+use crate::h1;
 use crate::limits::{self, Decision, Rate};
-use bytes::Bytes;
-use pingora::http::ResponseHeader;
-use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
 /// The problem type of draft-ietf-httpapi-ratelimit-headers for an exhausted quota policy.
@@ -47,6 +45,8 @@ pub enum Reject {
     /// The quota store could not be reached for a store request.
     QuotaUnavailable,
     BadRequest,
+    /// The request head is larger than the gateway accepts.
+    HeadTooLarge,
     BadGateway,
     GatewayTimeout,
     Internal,
@@ -59,6 +59,7 @@ impl Reject {
             Reject::MemoryQuota { .. } | Reject::AgentLimit { .. } => 403,
             Reject::InvalidAgent | Reject::BadRequest => 400,
             Reject::BodyTooLarge { .. } => 413,
+            Reject::HeadTooLarge => 431,
             Reject::RateLimited { .. } => 429,
             Reject::Internal => 500,
             Reject::BadGateway => 502,
@@ -81,6 +82,7 @@ impl Reject {
             Reject::BodyTooLarge { .. } => "body_too_large",
             Reject::QuotaUnavailable => "quota_unavailable",
             Reject::BadRequest => "bad_request",
+            Reject::HeadTooLarge => "head_too_large",
             Reject::BadGateway => "bad_gateway",
             Reject::GatewayTimeout => "gateway_timeout",
             Reject::Internal => "internal",
@@ -171,6 +173,10 @@ impl Reject {
                 JSON,
             ),
             Reject::BadRequest => (json!({"detail": "Bad request"}), JSON),
+            Reject::HeadTooLarge => (
+                json!({"detail": format!("Request head larger than {} bytes or {} fields", h1::MAX_HEAD, h1::MAX_FIELDS)}),
+                JSON,
+            ),
             Reject::BadGateway => (json!({"detail": "Upstream unavailable"}), JSON),
             Reject::GatewayTimeout => (json!({"detail": "Upstream timed out"}), JSON),
             Reject::Internal => (json!({"detail": "Internal error"}), JSON),
@@ -193,54 +199,30 @@ impl Reject {
     }
 
     /// The response header and body, ready to write.
-    pub fn response(
-        &self,
-        request_id: &str,
-        extra: &[(&'static str, String)],
-    ) -> pingora::Result<(ResponseHeader, Bytes)> {
+    /// Append the whole answer (head and JSON body) to `out`. `close`: the connection closes
+    /// after it.
+    pub fn write(&self, out: &mut Vec<u8>, request_id: &str, close: bool) {
         let (body, ctype) = self.body();
-        let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-        let own = self.headers();
-        let mut h = ResponseHeader::build(self.status(), Some(4 + own.len() + extra.len()))?;
-        h.insert_header("Content-Type", ctype)?;
-        h.insert_header("Content-Length", body.len().to_string())?;
-        h.insert_header("Cache-Control", "no-store")?;
-        h.insert_header("X-Request-Id", request_id)?;
-        for (k, v) in own.iter().chain(extra) {
-            h.insert_header(*k, v.as_str())?;
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let status = self.status();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        h1::put_num(out, u64::from(status));
+        out.push(b' ');
+        out.extend_from_slice(h1::reason_phrase(status).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        h1::put_field(out, b"Content-Type", ctype.as_bytes());
+        out.extend_from_slice(b"Content-Length: ");
+        h1::put_num(out, body.len() as u64);
+        out.extend_from_slice(b"\r\nCache-Control: no-store\r\n");
+        h1::put_field(out, b"X-Request-Id", request_id.as_bytes());
+        for (k, v) in self.headers() {
+            h1::put_field(out, k.as_bytes(), v.as_bytes());
         }
-        Ok((h, body))
-    }
-}
-
-/// Write `reject` as the whole response (keeps the connection alive unless the request still
-/// has an unread body, which pingora's session then closes).
-pub async fn respond(
-    session: &mut ServerSession,
-    reject: &Reject,
-    request_id: &str,
-    extra: &[(&'static str, String)],
-) -> pingora::Result<()> {
-    let (h, body) = reject.response(request_id, extra)?;
-    session.write_response_header(Box::new(h)).await?;
-    session.write_response_body(body, true).await?;
-    Ok(())
-}
-
-/// Map a pingora error that ended a proxied request to our answer (`None`: the client is gone).
-pub fn from_proxy_error(e: &pingora::Error) -> Option<Reject> {
-    use pingora::{ErrorSource, ErrorType::*};
-    match e.etype() {
-        HTTPStatus(413) => Some(Reject::BodyTooLarge { limit: 0 }),
-        HTTPStatus(504) => Some(Reject::GatewayTimeout),
-        HTTPStatus(400) => Some(Reject::BadRequest),
-        HTTPStatus(_) => Some(Reject::BadGateway),
-        ReadError | WriteError | ConnectionClosed if e.esource() == &ErrorSource::Downstream => {
-            None
+        if close {
+            out.extend_from_slice(b"Connection: close\r\n");
         }
-        _ if e.esource() == &ErrorSource::Downstream => Some(Reject::BadRequest),
-        ConnectTimedout | ReadTimedout | WriteTimedout => Some(Reject::GatewayTimeout),
-        _ => Some(Reject::BadGateway),
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&body);
     }
 }
 
@@ -288,5 +270,46 @@ mod tests {
             (Some(5), Some(5), Some("pro"))
         );
         assert!(b["detail"].is_string());
+    }
+
+    #[test]
+    fn written_answers_parse_back() {
+        let r = Reject::RateLimited {
+            policy: "free".into(),
+            rate: Rate {
+                per_minute: 60,
+                burst: 60,
+            },
+            decision: Decision {
+                allowed: false,
+                remaining: 0,
+                reset_secs: 60,
+                retry_after_secs: 7,
+            },
+        };
+        for close in [false, true] {
+            let mut out = Vec::new();
+            r.write(&mut out, "req-1", close);
+            let mut head = h1::Head::default();
+            let len = h1::parse_response(&out, &mut head, false).unwrap().unwrap();
+            assert_eq!(head.status, 429);
+            assert_eq!(head.reason(&out), b"Too Many Requests");
+            assert_eq!(head.body, h1::Body::Length((out.len() - len) as u64));
+            assert_eq!(head.conn.close, close);
+            let field = |n: &str| {
+                head.fields
+                    .iter()
+                    .find(|(_, f)| f.name(&out).eq_ignore_ascii_case(n.as_bytes()))
+                    .map(|(_, f)| std::str::from_utf8(f.value(&out)).unwrap().to_string())
+            };
+            assert_eq!(field("retry-after").as_deref(), Some("7"));
+            assert_eq!(field("x-request-id").as_deref(), Some("req-1"));
+            assert_eq!(
+                field("content-type").as_deref(),
+                Some("application/problem+json")
+            );
+            let body: Value = serde_json::from_slice(&out[len..]).unwrap();
+            assert_eq!(body["status"], 429);
+        }
     }
 }

@@ -21,6 +21,7 @@ pub mod auth;
 pub mod config;
 pub mod errors;
 pub mod feed;
+pub mod h1;
 pub mod limits;
 pub mod metrics;
 pub mod ops;

@@ -1,19 +1,23 @@
 //! The request path of "The hot path", as one sequential function per request: route → key →
-//! principal → bucket → agent/quota ([`Gateway::checks`]), then forward ([`Gateway::forward`]):
-//! header hygiene, stream the request body up and the response body down, add the rate-limit
-//! headers, settle the quota, and log ([`Gateway::finish`], which runs once on every path).
+//! principal → bucket → agent/quota ([`Gateway::engine_checks`]), then forward
+//! ([`Gateway::forward`]): header hygiene, stream the request body up and the response body
+//! down, add the rate-limit headers, settle the quota, and log ([`Gateway::finish`], which runs
+//! once on every path).
 //!
-//! The gateway is a pingora server application ([`HttpServerApp`]) on pingora's listeners,
-//! graceful shutdown and HTTP/1 sessions (downstream and upstream). It does not use
-//! pingora-proxy's `ProxyHttp` state machine: on this product's hot path (a small JSON request,
-//! a small JSON answer) that machinery — an upstream pool that spawns a watcher task per idle
-//! connection on a random thread, a channel pair between the two halves of every request, the
-//! cache phases — cost about three times the CPU of nginx per request, more than everything the
-//! gateway itself does. BENCHMARKS.md has the measurements.
+//! The gateway is a pingora server application ([`ServerApp`]): pingora's listeners, server,
+//! worker runtimes and graceful shutdown run it. The HTTP/1.1 exchange itself is this file and
+//! [`h1`]: a head is parsed in place (httparse), the fields the gateway acts on are picked out
+//! in the same pass, and the head sent on is written from the received bytes plus the gateway's
+//! own fields; bodies are forwarded as received (chunked ones walked, not rewritten). Neither
+//! pingora-proxy's `ProxyHttp` machine nor pingora's HTTP/1 sessions are used: on this product's
+//! hot path (a small JSON request, a small JSON answer) the first cost three times nginx's CPU per
+//! request and the second, which turns every head into two header maps and back, still twice —
+//! more than everything the gateway itself does. BENCHMARKS.md has the measurements.
 
 use crate::auth::{self, Auth, AuthCache, KeyProblem, Principal};
 use crate::config::GatewayConfig;
-use crate::errors::{self, Reject};
+use crate::errors::Reject;
+use crate::h1::{self, Body, Chunked, Head, Invalid, Name};
 use crate::limits::{self, Decision, Limiter, LocalBuckets, Rate};
 use crate::metrics;
 use crate::quota::{self, AgentCheck, InFlight, Reserve};
@@ -22,19 +26,17 @@ use crate::tier_meta::{self, TierMeta, TierMetas};
 use crate::upstream::{ConnectError, Upstream};
 use crate::usage::Usage;
 use async_trait::async_trait;
-use bytes::Bytes;
-use http::header;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
-use pingora::http::RequestHeader;
-use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
-use pingora::protocols::http::ServerSession;
+use bytes::{Buf, BytesMut};
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use pingora::{Error, ErrorType, OrErr, Result};
 use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use stellar_common::{Db, Tiers};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use uuid::Uuid;
 
 /// Everything a request needs. Cheap-to-clone handles only.
@@ -99,14 +101,29 @@ pub struct Ctx {
     upstream_sent: Option<Instant>,
     reject: Option<&'static str>,
     forget_settled: bool,
+    /// The status written to the client (0: none yet).
+    status: u16,
+    /// Whether the client connection can take another request after this one.
+    keep_alive: bool,
 }
 
 /// A failed connect is retried this many times: nothing was sent yet, so it is always safe,
 /// and a loaded upstream's accept queue can drop a SYN under a burst of new connections.
 const CONNECT_RETRIES: u8 = 2;
 
-/// Downstream keep-alive: idle seconds before a client connection is closed.
-const KEEPALIVE_SECS: u64 = 75;
+/// Downstream keep-alive: how long an idle client connection is kept.
+const KEEPALIVE: Duration = Duration::from_secs(75);
+
+/// How long a client has to send the rest of a request head once it has started one.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// After a refusal whose request body was not read, how long the connection keeps reading and
+/// discarding it before closing, so that a client still sending sees the answer instead of a
+/// reset.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// A refused request's body up to this size is read and discarded, keeping the connection.
+const DISCARD_MAX: u64 = 64 * 1024;
 
 /// A request id, stored inline (no allocation per request).
 #[derive(Clone, Copy)]
@@ -192,18 +209,6 @@ impl Gateway {
         self.db.get()
     }
 
-    /// Answer `r` instead of proxying.
-    async fn reject(&self, session: &mut ServerSession, ctx: &mut Ctx, r: Reject) -> Result<()> {
-        ctx.reject = Some(r.reason());
-        if let Reject::BodyTooLarge { .. } = r {
-            // Read and discard the unwanted upload for a bounded time before closing, so a
-            // client still writing it sees the 413 instead of a broken pipe.
-            session.set_close_on_response_before_downstream_finish(false);
-            session.set_total_drain_timeout(Some(Duration::from_secs(2)));
-        }
-        errors::respond(session, &r, ctx.request_id.as_str(), &[]).await
-    }
-
     /// Per-IP bucket (unauthenticated routes, failed auth). `None` = allowed.
     fn ip_take(&self, ctx: &mut Ctx) -> Option<Reject> {
         let ip = ctx.client_ip?;
@@ -219,18 +224,8 @@ impl Gateway {
     }
 
     /// Steps 2–6 for `/api/v1/*`. `Some` = answer with this instead of proxying.
-    async fn engine_checks(
-        &self,
-        req: &RequestHeader,
-        ctx: &mut Ctx,
-        op: EngineOp,
-    ) -> Option<Reject> {
-        if let Some(len) = req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-        {
+    async fn engine_checks(&self, req: &Request, ctx: &mut Ctx, op: EngineOp) -> Option<Reject> {
+        if let Body::Length(len) = req.head.body {
             if len > self.cfg.max_body_bytes {
                 return Some(Reject::BodyTooLarge {
                     limit: self.cfg.max_body_bytes,
@@ -238,7 +233,7 @@ impl Gateway {
             }
         }
         // Step 2: key present and well-formed, before any cache or DB access.
-        let key = match auth::extract_key(&req.headers) {
+        let key = match auth::extract_key(req.get(Name::XApiKey), req.get(Name::Authorization)) {
             Ok(k) => k,
             Err(p) => {
                 metrics::AUTH_REJECTIONS
@@ -315,8 +310,8 @@ impl Gateway {
         }
 
         // The agent (tenancy sub-space): validated, and at most the tier's number per account.
-        if let Some(v) = req.headers.get("x-stellar-agent") {
-            let agent = match v.to_str() {
+        if let Some(v) = req.get(Name::XStellarAgent) {
+            let agent = match std::str::from_utf8(v) {
                 Ok(a) if quota::valid_agent(a) => a.to_string(),
                 _ => return Some(Reject::InvalidAgent),
             };
@@ -412,71 +407,254 @@ impl Gateway {
     }
 }
 
-#[async_trait]
-impl HttpServerApp for Gateway {
-    async fn process_new_http(
-        self: &Arc<Self>,
-        mut session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        // The next request on this connection, unless the server is shutting down first (an
-        // idle keep-alive connection is closed then; a request already arriving is served).
-        let mut stop = shutdown.clone();
-        let read = tokio::select! {
-            biased;
-            r = session.read_request() => r,
-            _ = stop.changed() => return None,
-        };
-        match read {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                if e.etype() == &ErrorType::InvalidHTTPHeader {
-                    // pingora-core's parser refused it: answer in our own shape, then close.
-                    let id = RequestId::generate();
-                    let _ =
-                        errors::respond(&mut session, &Reject::BadRequest, id.as_str(), &[]).await;
-                }
-                return None;
-            }
-        }
-        session.set_keepalive(if *shutdown.borrow() {
-            None
-        } else {
-            Some(KEEPALIVE_SECS)
-        });
-        metrics::INFLIGHT.inc();
-        let mut ctx = self.new_ctx(&session);
-        let result = self.serve(&mut session, &mut ctx).await;
-        self.finish(&session, &mut ctx, result.as_ref().err().map(|e| &**e))
-            .await;
-        metrics::INFLIGHT.dec();
-        if result.is_err() {
-            return None;
-        }
-        let settings = HttpPersistentSettings::for_session(&session);
-        match session.finish().await {
-            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
-            _ => None,
+/// A request head: its bytes (copied out of the connection's buffer) and what they say.
+#[derive(Default)]
+pub struct Request {
+    bytes: Vec<u8>,
+    head: Head,
+}
+
+impl Request {
+    fn get(&self, name: Name) -> Option<&[u8]> {
+        self.head.get(&self.bytes, name)
+    }
+
+    fn method(&self) -> &str {
+        self.head.method(&self.bytes)
+    }
+}
+
+/// One client connection and the buffers its requests reuse.
+struct Conn {
+    io: Stream,
+    ip: Option<IpAddr>,
+    /// Bytes received from the client and not used yet (a pipelined next request, body bytes).
+    buf: BytesMut,
+    /// The head sent upstream, then the bytes written to the client.
+    out: Vec<u8>,
+    /// Bytes received from the upstream.
+    ubuf: BytesMut,
+    /// The upstream's response head.
+    resp: Request,
+    /// Per read and write of the client, once a request has started.
+    io_timeout: Duration,
+}
+
+/// Why a request could not be carried through. Displayed in logs (never with a key).
+#[derive(Debug)]
+enum Fail {
+    /// The client went away, stalled or broke the body's framing: there is no one to answer, or
+    /// (`Some`) the answer to give.
+    Client(&'static str, Option<Reject>),
+    /// The upstream could not be reached, failed or timed out. `resendable`: it failed before
+    /// answering in a way that means a reused connection had been closed (nothing processed).
+    Upstream {
+        why: String,
+        reject: Reject,
+        resendable: bool,
+    },
+}
+
+impl std::fmt::Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fail::Client(why, _) => write!(f, "client: {why}"),
+            Fail::Upstream { why, .. } => write!(f, "upstream: {why}"),
         }
     }
 }
 
+impl Fail {
+    fn upstream(why: impl Into<String>, reject: Reject) -> Fail {
+        Fail::Upstream {
+            why: why.into(),
+            reject,
+            resendable: false,
+        }
+    }
+
+    /// An I/O error on the upstream connection; `fresh`: nothing has been received on it yet.
+    fn upstream_io(what: &str, e: std::io::Error, fresh: bool) -> Fail {
+        use std::io::ErrorKind::*;
+        Fail::Upstream {
+            why: format!("{what}: {e}"),
+            reject: if e.kind() == TimedOut {
+                Reject::GatewayTimeout
+            } else {
+                Reject::BadGateway
+            },
+            resendable: fresh
+                && matches!(
+                    e.kind(),
+                    ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+                ),
+        }
+    }
+
+    fn answer(&self) -> Option<Reject> {
+        match self {
+            Fail::Client(_, r) => r.clone(),
+            Fail::Upstream { reject, .. } => Some(reject.clone()),
+        }
+    }
+}
+
+/// An I/O operation with a deadline.
+async fn timed<T>(
+    t: Duration,
+    f: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    match tokio::time::timeout(t, f).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+impl Conn {
+    /// Write all of `bytes` to the client and flush.
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), Fail> {
+        let io = &mut self.io;
+        timed(self.io_timeout, async {
+            io.write_all(bytes).await?;
+            io.flush().await
+        })
+        .await
+        .map_err(|_| Fail::Client("write failed", None))
+    }
+
+    /// Write `self.out` to the client and flush.
+    async fn send_out(&mut self) -> Result<(), Fail> {
+        let out = std::mem::take(&mut self.out);
+        let r = self.send(&out).await;
+        self.out = out;
+        r
+    }
+
+    /// Read more of the request (body) from the client into `buf`.
+    async fn read_more(&mut self) -> Result<(), Fail> {
+        self.buf.reserve(8 * 1024);
+        match timed(self.io_timeout, self.io.read_buf(&mut self.buf)).await {
+            Ok(0) => Err(Fail::Client("closed during the request body", None)),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(Fail::Client(
+                "timed out sending the request body",
+                Some(Reject::BadRequest),
+            )),
+            Err(_) => Err(Fail::Client("read failed", None)),
+        }
+    }
+}
+
+/// What reading the next request head gave.
+enum NextRequest {
+    Ready,
+    /// The client closed, went idle past the keep-alive or the server is shutting down.
+    Closed,
+    Invalid(Invalid),
+}
+
+#[async_trait]
+impl ServerApp for Gateway {
+    async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let ip = io
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let mut conn = Conn {
+            io,
+            ip,
+            buf: BytesMut::with_capacity(8 * 1024),
+            out: Vec::with_capacity(2 * 1024),
+            ubuf: BytesMut::with_capacity(8 * 1024),
+            resp: Request::default(),
+            io_timeout: self.upstreams.read_timeout,
+        };
+        self.serve_connection(&mut conn, shutdown).await;
+        None
+    }
+}
+
 impl Gateway {
-    fn new_ctx(&self, session: &ServerSession) -> Ctx {
-        let req = session.req_header();
+    /// Requests on one client connection, one after the other, until it closes.
+    async fn serve_connection(&self, c: &mut Conn, shutdown: &ShutdownWatch) {
+        let mut stop = shutdown.clone();
+        let mut req = Request::default();
+        loop {
+            match self.next_request(c, &mut req, &mut stop).await {
+                NextRequest::Ready => {}
+                NextRequest::Closed => return,
+                NextRequest::Invalid(why) => {
+                    let r = match why {
+                        Invalid::TooLarge => Reject::HeadTooLarge,
+                        Invalid::Malformed(_) => Reject::BadRequest,
+                    };
+                    tracing::info!(status = r.status(), reason = %why, "request refused");
+                    let id = RequestId::generate();
+                    c.out.clear();
+                    r.write(&mut c.out, id.as_str(), true);
+                    let _ = c.send_out().await;
+                    return;
+                }
+            }
+            metrics::INFLIGHT.inc();
+            let mut ctx = self.new_ctx(&req, c.ip, !*stop.borrow());
+            let result = self.serve(c, &req, &mut ctx).await;
+            self.finish(&mut ctx, result.as_ref().err()).await;
+            metrics::INFLIGHT.dec();
+            if result.is_err() || !ctx.keep_alive {
+                return;
+            }
+        }
+    }
+
+    /// Read and parse the next request head into `req`.
+    async fn next_request(
+        &self,
+        c: &mut Conn,
+        req: &mut Request,
+        stop: &mut ShutdownWatch,
+    ) -> NextRequest {
+        loop {
+            if !c.buf.is_empty() {
+                match h1::parse_request(&c.buf, &mut req.head) {
+                    Ok(Some(len)) => {
+                        req.bytes.clear();
+                        req.bytes.extend_from_slice(&c.buf[..len]);
+                        c.buf.advance(len);
+                        return NextRequest::Ready;
+                    }
+                    Ok(None) => {}
+                    Err(e) => return NextRequest::Invalid(e),
+                }
+            }
+            c.buf.reserve(4 * 1024);
+            let read = if c.buf.is_empty() {
+                // Idle between requests: closed at shutdown (a request already arriving is
+                // served, with `Connection: close`).
+                if *stop.borrow() {
+                    return NextRequest::Closed;
+                }
+                tokio::select! {
+                    biased;
+                    r = timed(KEEPALIVE, c.io.read_buf(&mut c.buf)) => r,
+                    _ = stop.changed() => return NextRequest::Closed,
+                }
+            } else {
+                timed(HEAD_TIMEOUT, c.io.read_buf(&mut c.buf)).await
+            };
+            match read {
+                Ok(n) if n > 0 => {}
+                _ => return NextRequest::Closed,
+            }
+        }
+    }
+
+    fn new_ctx(&self, req: &Request, client_ip: Option<IpAddr>, running: bool) -> Ctx {
+        let path = req.head.path(&req.bytes);
         Ctx {
             started: Instant::now(),
-            request_id: make_request_id(
-                req.headers
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok()),
-            ),
-            route: routing::classify(req.method.as_str(), req.uri.path()),
-            client_ip: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
+            request_id: make_request_id(req.head.get_str(&req.bytes, Name::XRequestId)),
+            route: routing::classify(req.method(), &path),
+            client_ip,
             principal: None,
             agent: None,
             rate: None,
@@ -485,34 +663,35 @@ impl Gateway {
             upstream_sent: None,
             reject: None,
             forget_settled: false,
+            status: 0,
+            // HTTP/1.0 clients get one request per connection.
+            keep_alive: running && req.head.minor == 1 && !req.head.conn.close,
         }
     }
 
-    /// Steps 1–8 for one request. `Err`: the downstream connection must not be reused (the
-    /// error is logged; an answer was written when one still could be).
-    async fn serve(&self, session: &mut ServerSession, ctx: &mut Ctx) -> Result<()> {
+    /// Steps 1–8 for one request. `Err`: the client connection must not be reused (an answer
+    /// was written when one still could be).
+    async fn serve(&self, c: &mut Conn, req: &Request, ctx: &mut Ctx) -> Result<(), Fail> {
         let reject = match ctx.route {
             Route::Health | Route::Billing { ip_limited: false } => None,
             Route::Billing { ip_limited: true } => self.ip_take(ctx),
-            Route::Engine(op) => self.engine_checks(session.req_header(), ctx, op).await,
+            Route::Engine(op) => self.engine_checks(req, ctx, op).await,
         };
         if let Some(r) = reject {
-            return self.reject(session, ctx, r).await;
+            return self.refuse(c, req, ctx, r).await;
         }
-        match self.forward(session, ctx).await {
+        match self.forward(c, req, ctx).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 // Release before answering, so a client that reads its usage next sees it.
                 self.settle_quota(ctx).await;
-                if session.response_written().is_none() {
-                    if let Some(mut r) = errors::from_proxy_error(&e) {
+                if ctx.status == 0 {
+                    if let Some(mut r) = e.answer() {
                         if let Reject::BodyTooLarge { limit } = &mut r {
                             *limit = self.cfg.max_body_bytes;
                         }
-                        ctx.reject = Some(r.reason());
-                        if let Ok((h, body)) = r.response(ctx.request_id.as_str(), &[]) {
-                            let _ = session.write_error_response(h, body).await;
-                        }
+                        ctx.keep_alive = false;
+                        let _ = self.answer(c, ctx, &r).await;
                     }
                 }
                 Err(e)
@@ -520,28 +699,79 @@ impl Gateway {
         }
     }
 
+    /// Write the gateway's own answer `r`.
+    async fn answer(&self, c: &mut Conn, ctx: &mut Ctx, r: &Reject) -> Result<(), Fail> {
+        ctx.reject = Some(r.reason());
+        ctx.status = r.status();
+        c.out.clear();
+        r.write(&mut c.out, ctx.request_id.as_str(), !ctx.keep_alive);
+        c.send_out().await
+    }
+
+    /// Answer `r` instead of proxying. The request's body, unread, is read and discarded when
+    /// small; otherwise the connection closes after the answer (lingering briefly, so a client
+    /// still sending sees the answer rather than a reset).
+    async fn refuse(
+        &self,
+        c: &mut Conn,
+        req: &Request,
+        ctx: &mut Ctx,
+        r: Reject,
+    ) -> Result<(), Fail> {
+        let discard = match req.head.body {
+            Body::None => Some(0),
+            Body::Length(n) if n <= DISCARD_MAX && !req.head.expect_continue => Some(n),
+            _ => None,
+        };
+        if discard.is_none() {
+            ctx.keep_alive = false;
+        }
+        self.answer(c, ctx, &r).await?;
+        match discard {
+            Some(mut left) => {
+                while left > 0 {
+                    if c.buf.is_empty() {
+                        c.read_more().await?;
+                    }
+                    let n = left.min(c.buf.len() as u64);
+                    c.buf.advance(n as usize);
+                    left -= n;
+                }
+            }
+            None => {
+                let io = &mut c.io;
+                let _ = tokio::time::timeout(LINGER, async {
+                    let mut sink = [0u8; 16 * 1024];
+                    while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+                })
+                .await;
+            }
+        }
+        Ok(())
+    }
+
     /// Step 7: send the request to its upstream and stream the answer back.
-    async fn forward(&self, session: &mut ServerSession, ctx: &mut Ctx) -> Result<()> {
+    async fn forward(&self, c: &mut Conn, req: &Request, ctx: &mut Ctx) -> Result<(), Fail> {
         let ups = &self.upstreams;
         let (up, read_timeout) = match ctx.route {
             Route::Engine(EngineOp::Events) => (&ups.engine, ups.events_read_timeout),
             r if r.is_engine() => (&ups.engine, ups.read_timeout),
             _ => (&ups.billing, ups.read_timeout),
         };
-        let has_body = !session.is_body_empty();
-        if has_body && session.req_header().headers.contains_key(header::EXPECT) {
-            // The checks passed: invite the body (the header itself is not forwarded).
-            session.write_continue_response().await?;
+        let has_body = req.head.body != Body::None;
+        if has_body && req.head.expect_continue {
+            // The checks passed: invite the body (the field itself is not forwarded).
+            c.send(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
         }
         let mut connect_failures = 0u8;
         // A pooled connection the upstream closed just as it was reused fails before any
         // answer byte; a request without a body is then sent once more on a new connection.
         let mut may_resend = !has_body;
         let mut resending = false;
-        let mut upstream = loop {
+        let mut tcp = loop {
             // A resend always goes on a new connection.
             let pooled = if resending { None } else { up.pooled() };
-            let (stream, reused) = match pooled {
+            let (mut tcp, reused) = match pooled {
                 Some(s) => (s, true),
                 None => match up.connect().await {
                     Ok(s) => (s, false),
@@ -554,36 +784,32 @@ impl Gateway {
                     }
                 },
             };
-            let mut upstream = UpstreamSession::new(stream);
-            upstream.read_timeout = Some(read_timeout);
-            upstream.write_timeout = Some(ups.read_timeout);
-            let head = self.upstream_request(session.req_header(), ctx, has_body)?;
+            self.upstream_head(&mut c.out, req, ctx);
             ctx.upstream_sent = Some(Instant::now());
-            let sent = match upstream.write_request_header(head).await {
-                Ok(_) if has_body => self.send_body(session, &mut upstream, ctx).await,
-                Ok(_) => Ok(()),
-                Err(e) => Err(e.into_up()),
+            let sent = if has_body {
+                self.send_body(c, req, ctx, &mut tcp).await
+            } else {
+                timed(ups.read_timeout, tcp.write_all(&c.out))
+                    .await
+                    .map_err(|e| Fail::upstream_io("sending the request", e, true))
             };
-            if let Err(e) = sent {
-                if reused && may_resend && e.esource() == &pingora::ErrorSource::Upstream {
-                    (may_resend, resending) = (false, true);
-                    continue;
-                }
-                return Err(e);
-            }
-            match read_response_head(&mut upstream).await {
-                Ok(()) => break upstream,
-                Err(e) if reused && may_resend && resendable(&e) => {
+            let result = match sent {
+                Ok(()) => read_response_head(c, req, &mut tcp, read_timeout).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => break tcp,
+                Err(Fail::Upstream {
+                    resendable: true, ..
+                }) if reused && may_resend => {
                     (may_resend, resending) = (false, true);
                 }
                 Err(e) => return Err(e),
             }
         };
 
-        let Some(head) = upstream.resp_header() else {
-            return Error::e_explain(ErrorType::InvalidHTTPHeader, "no response header");
-        };
-        let status = head.status.as_u16();
+        let resp = &c.resp.head;
+        let status = resp.status;
         ctx.upstream_status = Some(status);
         // Settle before the client sees the answer, so a client that reads its usage right
         // after a forget (or a refused store) sees the new count.
@@ -592,131 +818,251 @@ impl Gateway {
             metrics::UPSTREAM_SECONDS_BY_UPSTREAM[usize::from(!ctx.route.is_engine())]
                 .observe(t.elapsed().as_secs_f64());
         }
-        let mut resp = Box::new(head.clone());
-        if let Some((meta, d)) = &ctx.rate {
-            meta.write_headers(&mut resp, d, limits::unix_now())?;
+        let body = resp.body;
+        // An HTTP/1.0 client cannot read chunked framing: it gets the data, delimited by close.
+        let dechunk = body == Body::Chunked && req.head.minor == 0;
+        let mut reusable = body != Body::Close && resp.minor == 1 && !resp.conn.close;
+        if body == Body::Close {
+            ctx.keep_alive = false;
         }
-        resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
-        session
-            .write_response_header(resp)
-            .await
-            .map_err(|e| e.into_down())?;
+        c.out.clear();
+        self.response_head(&mut c.out, &c.resp, ctx, dechunk);
+        ctx.status = status;
 
-        // The body, chunk by chunk as it arrives (SSE included: chunked and close-delimited
-        // bodies are flushed on every write).
-        loop {
-            let chunk = upstream.read_body_ref().await.map_err(|e| e.into_up())?;
-            let Some(chunk) = chunk else { break };
-            let written = match &mut *session {
-                ServerSession::H1(h1) => h1.write_body(chunk).await.map(|_| ()),
-                other => {
-                    other
-                        .write_response_body(Bytes::copy_from_slice(chunk), false)
-                        .await
+        // The body, as it arrives (SSE included: every read is written and flushed at once).
+        let upstream_io = |what: &'static str| move |e| Fail::upstream_io(what, e, false);
+        match body {
+            Body::None => c.send_out().await?,
+            Body::Length(mut left) => loop {
+                let n = left.min(c.ubuf.len() as u64) as usize;
+                c.out.extend_from_slice(&c.ubuf[..n]);
+                c.ubuf.advance(n);
+                left -= n as u64;
+                c.send_out().await?;
+                c.out.clear();
+                if left == 0 {
+                    break;
                 }
-            };
-            written.map_err(|e| e.into_down())?;
+                c.ubuf.reserve(16 * 1024);
+                if timed(read_timeout, tcp.read_buf(&mut c.ubuf))
+                    .await
+                    .map_err(upstream_io("reading the response body"))?
+                    == 0
+                {
+                    return Err(Fail::upstream("closed mid-body", Reject::BadGateway));
+                }
+            },
+            Body::Chunked => {
+                let mut walker = Chunked::default();
+                loop {
+                    let ubuf = &c.ubuf;
+                    let out = &mut c.out;
+                    let n = walker
+                        .walk(ubuf, |data| {
+                            if dechunk {
+                                out.extend_from_slice(&ubuf[data]);
+                            }
+                        })
+                        .map_err(|e| Fail::upstream(e.to_string(), Reject::BadGateway))?;
+                    if !dechunk {
+                        out.extend_from_slice(&ubuf[..n]);
+                    }
+                    c.ubuf.advance(n);
+                    if !c.out.is_empty() {
+                        c.send_out().await?;
+                        c.out.clear();
+                    }
+                    if walker.done() {
+                        break;
+                    }
+                    c.ubuf.reserve(16 * 1024);
+                    if timed(read_timeout, tcp.read_buf(&mut c.ubuf))
+                        .await
+                        .map_err(upstream_io("reading the response body"))?
+                        == 0
+                    {
+                        return Err(Fail::upstream("closed mid-body", Reject::BadGateway));
+                    }
+                }
+            }
+            Body::Close => loop {
+                c.out.extend_from_slice(&c.ubuf);
+                c.ubuf.clear();
+                if !c.out.is_empty() {
+                    c.send_out().await?;
+                    c.out.clear();
+                }
+                c.ubuf.reserve(16 * 1024);
+                if timed(read_timeout, tcp.read_buf(&mut c.ubuf))
+                    .await
+                    .map_err(upstream_io("reading the response body"))?
+                    == 0
+                {
+                    break;
+                }
+            },
         }
-        session.finish_body().await.map_err(|e| e.into_down())?;
-        upstream.respect_keepalive();
-        if let Some(stream) = upstream.reuse().await {
-            up.release(stream);
+        // Bytes after the end of the answer: the upstream is out of step.
+        reusable &= c.ubuf.is_empty();
+        if reusable {
+            up.release(tcp);
         }
         Ok(())
     }
 
-    /// Stream the request body to the upstream, enforcing the body limit on engine routes.
+    /// Send the head in `c.out` and the request body to the upstream, enforcing the body limit
+    /// on engine routes.
     async fn send_body(
         &self,
-        session: &mut ServerSession,
-        upstream: &mut UpstreamSession,
+        c: &mut Conn,
+        req: &Request,
         ctx: &Ctx,
-    ) -> Result<()> {
-        let limit = ctx.route.is_engine().then_some(self.cfg.max_body_bytes);
-        let mut total = 0u64;
-        while let Some(chunk) = session
-            .read_request_body()
-            .await
-            .map_err(|e| e.into_down())?
-        {
-            total += chunk.len() as u64;
-            if limit.is_some_and(|l| total > l) {
-                return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
+        tcp: &mut TcpStream,
+    ) -> Result<(), Fail> {
+        let limit = if ctx.route.is_engine() {
+            self.cfg.max_body_bytes
+        } else {
+            u64::MAX
+        };
+        let t = self.upstreams.read_timeout;
+        let to_upstream = |e| Fail::upstream_io("sending the request", e, false);
+        match req.head.body {
+            Body::None => {}
+            Body::Length(mut left) => loop {
+                let n = left.min(c.buf.len() as u64) as usize;
+                c.out.extend_from_slice(&c.buf[..n]);
+                c.buf.advance(n);
+                left -= n as u64;
+                timed(t, tcp.write_all(&c.out)).await.map_err(to_upstream)?;
+                c.out.clear();
+                if left == 0 {
+                    break;
+                }
+                c.read_more().await?;
+            },
+            Body::Chunked => {
+                let mut walker = Chunked::default();
+                loop {
+                    let n = walker.walk(&c.buf, |_| {}).map_err(|_| {
+                        Fail::Client("malformed chunked body", Some(Reject::BadRequest))
+                    })?;
+                    if walker.data > limit {
+                        return Err(Fail::Client(
+                            "request body too large",
+                            Some(Reject::BodyTooLarge { limit }),
+                        ));
+                    }
+                    c.out.extend_from_slice(&c.buf[..n]);
+                    c.buf.advance(n);
+                    if !c.out.is_empty() {
+                        timed(t, tcp.write_all(&c.out)).await.map_err(to_upstream)?;
+                        c.out.clear();
+                    }
+                    if walker.done() {
+                        break;
+                    }
+                    c.read_more().await?;
+                }
             }
-            upstream.write_body(&chunk).await.map_err(|e| e.into_up())?;
+            Body::Close => unreachable!("requests are never close-delimited"),
         }
-        upstream.finish_body().await.map_err(|e| e.into_up())?;
         Ok(())
     }
 
-    /// The request as the upstream sees it (step 7): nothing the client says about identity
+    /// The request head as the upstream sees it (step 7): nothing the client says about identity
     /// reaches an upstream, hop-by-hop fields stay on this hop, and the gateway's own
     /// `X-Stellar-User`, `X-Request-Id` and `X-Forwarded-For` are set.
-    fn upstream_request(
-        &self,
-        req: &RequestHeader,
-        ctx: &Ctx,
-        has_body: bool,
-    ) -> Result<Box<RequestHeader>> {
-        let mut up = Box::new(req.clone());
-        up.set_version(http::Version::HTTP_11);
-        strip_hop_by_hop(&mut up);
-        let spoofed = |n: &http::HeaderName| n.as_str().starts_with("x-stellar-");
-        if up.headers.keys().any(spoofed) {
-            let spoofable: Vec<http::HeaderName> =
-                up.headers.keys().filter(|n| spoofed(n)).cloned().collect();
-            for name in &spoofable {
-                up.remove_header(name);
+    fn upstream_head(&self, out: &mut Vec<u8>, req: &Request, ctx: &Ctx) {
+        let b = &req.bytes;
+        let h = &req.head;
+        let engine = ctx.route.is_engine();
+        out.clear();
+        out.extend_from_slice(h.method(b).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(h.target(b).as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, f) in &h.fields {
+            let drop = match name {
+                n if n.is_hop_by_hop() => true,
+                Name::Expect
+                | Name::XStellarAgent
+                | Name::XStellarOther
+                | Name::XRequestId
+                | Name::XForwardedFor => true,
+                Name::XApiKey | Name::Authorization => engine,
+                Name::ContentLength | Name::TransferEncoding => false,
+                _ => {
+                    h.conn.names_fields
+                        && !f.name(b).eq_ignore_ascii_case(b"host")
+                        && h.connection_names(b, f.name(b))
+                }
+            };
+            if !drop {
+                h1::put_field(out, f.name(b), f.value(b));
             }
         }
-        if ctx.route.is_engine() {
-            up.remove_header("x-api-key");
-            up.remove_header("authorization");
+        if engine {
             if let Some(p) = &ctx.principal {
                 let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-                up.insert_header(
-                    "X-Stellar-User",
-                    &*p.user_id.hyphenated().encode_lower(&mut buf),
-                )?;
+                let id = p.user_id.hyphenated().encode_lower(&mut buf);
+                h1::put_field(out, b"X-Stellar-User", id.as_bytes());
             }
             if let Some(a) = &ctx.agent {
-                up.insert_header("X-Stellar-Agent", a.as_str())?;
+                h1::put_field(out, b"X-Stellar-Agent", a.as_bytes());
             }
             if !self.cfg.upstream_api_key.is_empty() {
-                up.insert_header("X-API-Key", self.cfg.upstream_api_key.as_str())?;
+                h1::put_field(out, b"X-API-Key", self.cfg.upstream_api_key.as_bytes());
             }
         }
-        up.insert_header("X-Request-Id", ctx.request_id.as_str())?;
-        match ctx.client_ip {
-            Some(ip) => {
-                use std::io::Write;
-                let mut buf = [0u8; 48];
-                let mut w = &mut buf[..];
-                let _ = write!(w, "{ip}");
-                let n = 48 - w.len();
-                up.insert_header(
-                    "X-Forwarded-For",
-                    http::HeaderValue::from_bytes(&buf[..n])
-                        .or_err(ErrorType::InternalError, "client address as header")?,
-                )?
-            }
-            None => {
-                up.remove_header("x-forwarded-for");
+        h1::put_field(out, b"X-Request-Id", ctx.request_id.as_str().as_bytes());
+        if let Some(ip) = ctx.client_ip {
+            use std::io::Write;
+            out.extend_from_slice(b"X-Forwarded-For: ");
+            let _ = write!(out, "{ip}");
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The response head as the client sees it: the upstream's, without its hop-by-hop fields,
+    /// plus the rate-limit fields and `X-Request-Id`.
+    fn response_head(&self, out: &mut Vec<u8>, resp: &Request, ctx: &Ctx, dechunk: bool) {
+        let b = &resp.bytes;
+        let h = &resp.head;
+        out.extend_from_slice(b"HTTP/1.1 ");
+        h1::put_num(out, u64::from(h.status));
+        out.push(b' ');
+        out.extend_from_slice(h.reason(b));
+        out.extend_from_slice(b"\r\n");
+        let has_te = h.fields.iter().any(|(n, _)| *n == Name::TransferEncoding);
+        for (name, f) in &h.fields {
+            let drop = match name {
+                n if n.is_hop_by_hop() => true,
+                Name::XRequestId => true,
+                Name::RateLimitField => ctx.rate.is_some(),
+                Name::TransferEncoding => dechunk,
+                // With Transfer-Encoding, a Content-Length is wrong (RFC 9112 §6.3).
+                Name::ContentLength => has_te,
+                _ => h.conn.names_fields && h.connection_names(b, f.name(b)),
+            };
+            if !drop {
+                h1::put_field(out, f.name(b), f.value(b));
             }
         }
-        if has_body
-            && !up.headers.contains_key(header::CONTENT_LENGTH)
-            && !up.headers.contains_key(header::TRANSFER_ENCODING)
-        {
-            up.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+        if let Some((meta, d)) = &ctx.rate {
+            meta.write_fields(out, d, limits::unix_now());
         }
-        Ok(up)
+        h1::put_field(out, b"X-Request-Id", ctx.request_id.as_str().as_bytes());
+        if !ctx.keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
     }
 
     /// Runs once per request on every path: settle what is left of the quota, count, log.
-    async fn finish(&self, session: &ServerSession, ctx: &mut Ctx, e: Option<&Error>) {
+    async fn finish(&self, ctx: &mut Ctx, e: Option<&Fail>) {
         self.settle_quota(ctx).await;
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let status = ctx.status;
         let route = ctx.route.label();
         let elapsed = ctx.started.elapsed();
         match &ctx.principal {
@@ -746,66 +1092,63 @@ impl Gateway {
     }
 }
 
-/// Read the response head, passing over interim (1xx) answers: the gateway answers
-/// `Expect: 100-continue` itself and does not forward it.
-async fn read_response_head(upstream: &mut UpstreamSession) -> Result<()> {
+/// Read the response head into `c.resp`, passing over interim (1xx) answers: the gateway
+/// answers `Expect: 100-continue` itself and does not forward it.
+async fn read_response_head(
+    c: &mut Conn,
+    req: &Request,
+    tcp: &mut TcpStream,
+    read_timeout: Duration,
+) -> Result<(), Fail> {
+    c.ubuf.clear();
+    let is_head = req.method() == "HEAD";
+    let mut received = false;
     loop {
-        upstream.read_response().await.map_err(|e| e.into_up())?;
-        match upstream.resp_header() {
-            Some(h) if h.status.is_informational() && h.status.as_u16() != 101 => continue,
-            _ => return Ok(()),
-        }
-    }
-}
-
-/// Whether a failure to read the response head on a reused connection means the upstream had
-/// closed it (so nothing was processed) rather than that it answered badly or too slowly.
-fn resendable(e: &Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-    )
-}
-
-fn connect_error(e: ConnectError) -> Box<Error> {
-    match e {
-        ConnectError::Refused(io) => {
-            Error::because(ErrorType::ConnectRefused, "connecting to upstream", io).into_up()
-        }
-        ConnectError::TimedOut => {
-            Error::explain(ErrorType::ConnectTimedout, "connecting to upstream").into_up()
-        }
-    }
-}
-
-/// Hop-by-hop fields (RFC 9110 §7.6.1) and any field the client's `Connection` names.
-fn strip_hop_by_hop(req: &mut RequestHeader) {
-    if let Some(conn) = req.headers.get(header::CONNECTION) {
-        let named: Vec<String> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .map(|t| t.trim().to_ascii_lowercase())
-            .filter(|t| !t.is_empty() && t != "close" && t != "keep-alive")
-            .collect();
-        for name in named {
-            if name != "content-length" && name != "transfer-encoding" && name != "host" {
-                req.remove_header(&name);
+        if !c.ubuf.is_empty() {
+            match h1::parse_response(&c.ubuf, &mut c.resp.head, is_head) {
+                Ok(Some(len)) => {
+                    let status = c.resp.head.status;
+                    if (100..200).contains(&status) {
+                        if status == 101 {
+                            return Err(Fail::upstream(
+                                "unexpected 101 Switching Protocols",
+                                Reject::BadGateway,
+                            ));
+                        }
+                        c.ubuf.advance(len);
+                        continue;
+                    }
+                    c.resp.bytes.clear();
+                    c.resp.bytes.extend_from_slice(&c.ubuf[..len]);
+                    c.ubuf.advance(len);
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(e) => return Err(Fail::upstream(e.to_string(), Reject::BadGateway)),
             }
         }
-    }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-        "expect",
-    ] {
-        if req.headers.contains_key(name) {
-            req.remove_header(name);
+        c.ubuf.reserve(8 * 1024);
+        match timed(read_timeout, tcp.read_buf(&mut c.ubuf)).await {
+            Ok(0) => {
+                return Err(Fail::Upstream {
+                    why: "closed before answering".into(),
+                    reject: Reject::BadGateway,
+                    resendable: !received,
+                })
+            }
+            Ok(_) => received = true,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(Fail::upstream("timed out", Reject::GatewayTimeout))
+            }
+            Err(e) => return Err(Fail::upstream_io("reading the response", e, !received)),
         }
+    }
+}
+
+fn connect_error(e: ConnectError) -> Fail {
+    match e {
+        ConnectError::Refused(io) => Fail::upstream(format!("connect: {io}"), Reject::BadGateway),
+        ConnectError::TimedOut => Fail::upstream("connect timed out", Reject::GatewayTimeout),
     }
 }
 

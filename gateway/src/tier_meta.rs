@@ -3,14 +3,12 @@
 //! (`with_label_values` hashes its labels and takes a lock on each call; a cached handle is one
 //! atomic add). Built once at start for every tier; principals point at their tier's entry.
 
+use crate::h1;
 use crate::limits::{self, Backend, Decision, Rate};
 use crate::metrics;
 use crate::routing::{EngineOp, Route};
-use http::HeaderValue;
-use pingora::http::ResponseHeader;
 use pingora_prometheus::prometheus::IntCounter;
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::{Arc, OnceLock};
 use stellar_common::{Tier, Tiers};
 
@@ -80,9 +78,8 @@ pub struct TierMeta {
     /// The policy / tier label.
     pub name: String,
     pub rate: Rate,
-    /// `X-RateLimit-Limit` and `RateLimit-Policy`: constant per policy.
-    limit_value: HeaderValue,
-    policy_value: HeaderValue,
+    /// `X-RateLimit-Limit` and `RateLimit-Policy`, constant per policy, as written on the wire.
+    constant_fields: Vec<u8>,
     /// `gateway_limiter_decisions_total{tier, decision, backend}`, by [allowed/denied][backend].
     limiter: [[IntCounter; 3]; 2],
     /// `gateway_requests_total{route, status, tier}`, created on first use.
@@ -99,7 +96,17 @@ impl std::fmt::Debug for TierMeta {
 
 impl TierMeta {
     pub fn new(name: &str, rate: Rate) -> TierMeta {
-        let hv = |s: String| HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(""));
+        let mut constant_fields = Vec::new();
+        h1::put_field(
+            &mut constant_fields,
+            b"X-RateLimit-Limit",
+            rate.per_minute.to_string().as_bytes(),
+        );
+        h1::put_field(
+            &mut constant_fields,
+            b"RateLimit-Policy",
+            limits::policy_value(name, rate).as_bytes(),
+        );
         let lim = |decision: &str, backend: Backend| {
             metrics::LIMITER.with_label_values(&[name, decision, backend.label()])
         };
@@ -113,8 +120,7 @@ impl TierMeta {
         TierMeta {
             name: name.to_string(),
             rate,
-            limit_value: hv(rate.per_minute.to_string()),
-            policy_value: hv(limits::policy_value(name, rate)),
+            constant_fields,
             limiter: [backends("allowed"), backends("denied")],
             requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
         }
@@ -152,42 +158,27 @@ impl TierMeta {
             .inc();
     }
 
-    /// Write the rate-limit fields of `d` under this policy (the same values as
-    /// [`limits::headers`], without building strings for the constant ones).
-    pub fn write_headers(
-        &self,
-        resp: &mut ResponseHeader,
-        d: &Decision,
-        now: u64,
-    ) -> pingora::Result<()> {
-        let mut buf = [0u8; 128];
-        resp.insert_header("X-RateLimit-Limit", self.limit_value.clone())?;
-        resp.insert_header("X-RateLimit-Remaining", num(&mut buf, d.remaining.into()))?;
-        resp.insert_header("X-RateLimit-Reset", num(&mut buf, now + d.reset_secs))?;
-        resp.insert_header("RateLimit-Policy", self.policy_value.clone())?;
-        let n = {
-            let mut w = &mut buf[..];
-            let _ = write!(w, "\"{}\";r={};t={}", self.name, d.remaining, d.reset_secs);
-            128 - w.len()
-        };
-        resp.insert_header(
-            "RateLimit",
-            HeaderValue::from_bytes(&buf[..n]).unwrap_or(HeaderValue::from_static("")),
-        )?;
+    /// Append the rate-limit fields of `d` under this policy (the same values as
+    /// [`limits::headers`], the constant ones written once at start).
+    pub fn write_fields(&self, out: &mut Vec<u8>, d: &Decision, now: u64) {
+        out.extend_from_slice(&self.constant_fields);
+        out.extend_from_slice(b"X-RateLimit-Remaining: ");
+        h1::put_num(out, d.remaining.into());
+        out.extend_from_slice(b"\r\nX-RateLimit-Reset: ");
+        h1::put_num(out, now + d.reset_secs);
+        out.extend_from_slice(b"\r\nRateLimit: \"");
+        out.extend_from_slice(self.name.as_bytes());
+        out.extend_from_slice(b"\";r=");
+        h1::put_num(out, d.remaining.into());
+        out.extend_from_slice(b";t=");
+        h1::put_num(out, d.reset_secs);
+        out.extend_from_slice(b"\r\n");
         if !d.allowed {
-            resp.insert_header("Retry-After", num(&mut buf, d.retry_after_secs))?;
+            out.extend_from_slice(b"Retry-After: ");
+            h1::put_num(out, d.retry_after_secs);
+            out.extend_from_slice(b"\r\n");
         }
-        Ok(())
     }
-}
-
-fn num(buf: &mut [u8; 128], n: u64) -> HeaderValue {
-    let len = {
-        let mut w = &mut buf[..];
-        let _ = write!(w, "{n}");
-        128 - w.len()
-    };
-    HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// Every tier's entry by name, plus the one for requests without a principal.
@@ -265,12 +256,19 @@ mod tests {
                 retry_after_secs: 2,
             },
         ] {
-            let mut resp = ResponseHeader::build(200, None).unwrap();
-            m.write_headers(&mut resp, &d, 1_700_000_000).unwrap();
+            let mut out = b"HTTP/1.1 200 OK\r\n".to_vec();
+            m.write_fields(&mut out, &d, 1_700_000_000);
+            out.extend_from_slice(b"\r\n");
+            let mut head = h1::Head::default();
+            h1::parse_response(&out, &mut head, false).unwrap().unwrap();
             let slow = limits::headers("pro", rate, &d, 1_700_000_000);
-            assert_eq!(resp.headers.len(), slow.len());
-            for (k, v) in slow {
-                assert_eq!(resp.headers.get(k).unwrap().to_str().unwrap(), v, "{k}");
+            assert_eq!(head.fields.len(), slow.len());
+            for (k, v) in &slow {
+                let f = head
+                    .fields
+                    .iter()
+                    .find(|(_, f)| f.name(&out).eq_ignore_ascii_case(k.as_bytes()));
+                assert_eq!(f.map(|(_, f)| f.value(&out)), Some(v.as_bytes()), "{k}");
             }
         }
     }

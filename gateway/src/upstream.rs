@@ -9,14 +9,13 @@
 //! reuse a zero-cost readiness poll tells whether the upstream closed or wrote to it meanwhile,
 //! and connections idle longer than `idle_timeout` are dropped.
 
-use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::Stream;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::TcpStream;
 
 /// Idle connections kept per upstream and worker thread.
 const POOL_PER_THREAD: usize = 256;
@@ -41,7 +40,7 @@ pub enum ConnectError {
 struct Idle {
     addr: SocketAddr,
     since: Instant,
-    stream: Stream,
+    stream: TcpStream,
 }
 
 thread_local! {
@@ -66,7 +65,7 @@ impl Upstream {
     }
 
     /// A pooled connection that is still usable, if this thread has one.
-    pub fn pooled(&self) -> Option<Stream> {
+    pub fn pooled(&self) -> Option<TcpStream> {
         loop {
             let idle = POOLS.with(|p| p.borrow_mut()[self.slot].pop())?;
             if idle.addr != self.addr || idle.since.elapsed() >= self.idle_timeout {
@@ -79,7 +78,7 @@ impl Upstream {
     }
 
     /// A new connection (TCP_NODELAY), within the connect timeout.
-    pub async fn connect(&self) -> Result<Stream, ConnectError> {
+    pub async fn connect(&self) -> Result<TcpStream, ConnectError> {
         let tcp = match tokio::time::timeout(
             self.connect_timeout,
             tokio::net::TcpStream::connect(self.addr),
@@ -91,12 +90,11 @@ impl Upstream {
             Err(_) => return Err(ConnectError::TimedOut),
         };
         let _ = tcp.set_nodelay(true);
-        let stream: L4Stream = tcp.into();
-        Ok(Box::new(stream))
+        Ok(tcp)
     }
 
     /// Park a connection whose last exchange finished cleanly and may be reused.
-    pub fn release(&self, stream: Stream) {
+    pub fn release(&self, stream: TcpStream) {
         POOLS.with(|p| {
             let mut pools = p.borrow_mut();
             let pool = &mut pools[self.slot];
@@ -116,7 +114,7 @@ impl Upstream {
 /// An idle keep-alive connection must have nothing to read: end-of-file means the upstream
 /// closed it, bytes mean it is out of step. Polled once with a no-op waker, which costs no
 /// system call unless the socket was signalled readable meanwhile.
-fn still_idle(mut stream: Stream) -> Option<Stream> {
+fn still_idle(mut stream: TcpStream) -> Option<TcpStream> {
     let mut cx = Context::from_waker(Waker::noop());
     let mut byte = [0u8; 1];
     let mut buf = ReadBuf::new(&mut byte);
