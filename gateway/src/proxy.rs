@@ -530,6 +530,20 @@ impl Conn {
         r
     }
 
+    /// Before closing with unread request bytes: end the answer (FIN), then read and discard
+    /// for a moment, so the client reads the answer instead of a reset.
+    async fn linger(&mut self) {
+        let io = &mut self.io;
+        let _ = tokio::time::timeout(LINGER, async {
+            if io.shutdown().await.is_err() {
+                return;
+            }
+            let mut sink = [0u8; 16 * 1024];
+            while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    }
+
     /// Read more of the request (body) from the client into `buf`.
     async fn read_more(&mut self) -> Result<(), Fail> {
         self.buf.reserve(8 * 1024);
@@ -591,7 +605,9 @@ impl Gateway {
                     let id = RequestId::generate();
                     c.out.clear();
                     r.write(&mut c.out, id.as_str(), true);
-                    let _ = c.send_out().await;
+                    if c.send_out().await.is_ok() {
+                        c.linger().await;
+                    }
                     return;
                 }
             }
@@ -600,7 +616,14 @@ impl Gateway {
             let result = self.serve(c, &req, &mut ctx).await;
             self.finish(&mut ctx, result.as_ref().err()).await;
             metrics::INFLIGHT.dec();
-            if result.is_err() || !ctx.keep_alive {
+            if result.is_err() {
+                // An answer written after a failure may leave request bytes unread.
+                if ctx.status != 0 {
+                    c.linger().await;
+                }
+                return;
+            }
+            if !ctx.keep_alive {
                 return;
             }
         }
@@ -738,14 +761,7 @@ impl Gateway {
                     left -= n;
                 }
             }
-            None => {
-                let io = &mut c.io;
-                let _ = tokio::time::timeout(LINGER, async {
-                    let mut sink = [0u8; 16 * 1024];
-                    while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
-                })
-                .await;
-            }
+            None => c.linger().await,
         }
         Ok(())
     }

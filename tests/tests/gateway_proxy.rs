@@ -538,3 +538,219 @@ async fn wire_edges_and_stale_upstream_connections() {
         "each request needed a new upstream connection"
     );
 }
+
+/// An upstream scripted byte by byte: it records every request exactly as received (head and
+/// body; a chunked body up to its last chunk and trailer) and answers by path:
+/// `/chunked` with a chunked body (an extension and a trailer included), `/close` with a body
+/// delimited by closing the connection, anything else with `ok` and a Content-Length.
+async fn start_scripted_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // One complete request at the front of `buf`?
+                    let complete = {
+                        let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                        text.find("\r\n\r\n").and_then(|end| {
+                            let head = &text[..end];
+                            if head.contains("transfer-encoding: chunked") {
+                                text[end + 4..]
+                                    .find("0\r\n\r\n")
+                                    .map(|i| end + 4 + i + 5)
+                                    .or_else(|| {
+                                        text[end + 4..].find("\r\n0\r\n").and_then(|i| {
+                                            text[end + 4 + i + 5..]
+                                                .find("\r\n\r\n")
+                                                .map(|j| end + 4 + i + 5 + j + 4)
+                                        })
+                                    })
+                            } else {
+                                let len = head
+                                    .lines()
+                                    .find_map(|l| l.strip_prefix("content-length:"))
+                                    .and_then(|v| v.trim().parse::<usize>().ok())
+                                    .unwrap_or(0);
+                                (buf.len() >= end + 4 + len).then_some(end + 4 + len)
+                            }
+                        })
+                    };
+                    let Some(len) = complete else {
+                        match s.read(&mut chunk).await {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                        continue;
+                    };
+                    let request: Vec<u8> = buf.drain(..len).collect();
+                    let path = String::from_utf8_lossy(&request)
+                        .split(' ')
+                        .nth(1)
+                        .unwrap_or("")
+                        .to_string();
+                    log.lock().unwrap().push(request);
+                    let answer: &[u8] = match path.as_str() {
+                        "/chunked" => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+                        "/close" => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-close",
+                        _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                    };
+                    if s.write_all(answer).await.is_err() || path == "/close" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+const CHUNKED_BODY: &str = "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+
+/// HTTP/1.1 framing end to end on the gateway's own proxy core: pipelined requests, chunked
+/// bodies passed through byte for byte both ways (extensions and trailers included), de-chunked
+/// for an HTTP/1.0 client, close-delimited answers, request smuggling shapes and oversized heads
+/// refused, and a refused request's body discarded so its connection keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http1_framing_end_to_end() {
+    use tokio::io::AsyncWriteExt;
+    let dir = TempDir::new("gw-h1");
+    let Some(adb) = account_db(Backend::Sqlite, &dir).await else {
+        return;
+    };
+    let (up, seen) = start_scripted_upstream().await;
+    let gw = start_gateway(&dir, &adb.url, &up, &up, ROOMY_TIERS, &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let addr = gw.url("").trim_start_matches("http://").to_string();
+    let count = |s: &str, pat: &str| s.matches(pat).count();
+
+    // Two pipelined requests in one write: two answers, in order, chunked framing unchanged.
+    let out = raw_exchange(
+        &addr,
+        b"GET /chunked HTTP/1.1\r\nHost: x\r\nX-Request-Id: first\r\n\r\nGET /chunked HTTP/1.1\r\nHost: x\r\nX-Request-Id: second\r\n\r\n",
+        "",
+    )
+    .await;
+    assert_eq!(count(&out, "HTTP/1.1 200 OK\r\n"), 2, "{out}");
+    assert_eq!(count(&out, CHUNKED_BODY), 2, "{out}");
+    let (first, second) = (out.find("first").unwrap(), out.find("second").unwrap());
+    assert!(first < second, "{out}");
+    assert!(
+        !out.to_ascii_lowercase().contains("connection: close"),
+        "{out}"
+    );
+
+    // An HTTP/1.0 client cannot read chunked framing: it gets the data, delimited by close.
+    let out = raw_exchange(&addr, b"GET /chunked HTTP/1.0\r\nHost: x\r\n\r\n", "").await;
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{out}"
+    );
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{out}"
+    );
+    assert_eq!(body, "hello world");
+
+    // A close-delimited answer reaches the client whole, and its connection closes after it.
+    let out = raw_exchange(&addr, b"GET /close HTTP/1.1\r\nHost: x\r\n\r\n", "").await;
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{out}"
+    );
+    assert_eq!(body, "until-close");
+
+    // A chunked upload, written in pieces: the upstream receives the chunks byte for byte.
+    seen.lock().unwrap().clear();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(b"lo\r\n6;ext=1\r\n world\r\n0\r\nX-Tra")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(b"iler: t\r\n\r\n").await.unwrap();
+    let out = read_until(&mut s, "ok").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let got = seen
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("upstream got the upload");
+    let got = String::from_utf8_lossy(&got).into_owned();
+    assert!(got.ends_with(&format!("\r\n\r\n{CHUNKED_BODY}")), "{got}");
+    assert!(
+        got.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{got}"
+    );
+
+    // Smuggling shapes and a malformed chunked body: 400 and closed; the upstream sees nothing.
+    seen.lock().unwrap().clear();
+    for req in [
+        &b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        b"POST /x HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let out = raw_exchange(&addr, req, "").await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        assert!(out.contains("\"detail\""), "{out}");
+    }
+    assert!(seen.lock().unwrap().is_empty(), "nothing forwarded");
+    let out = raw_exchange(
+        &addr,
+        b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        "",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+
+    // A head over the limit: 431.
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let out = raw_exchange(&addr, big.as_bytes(), "").await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+
+    // A refused request with a small body (no key), then another request on the same
+    // connection: the body was read and discarded, and the connection still serves.
+    let out = raw_exchange(
+        &addr,
+        b"POST /api/v1/store HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\n{\"a\":1}GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n",
+        "ok",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    assert_eq!(count(&out, "HTTP/1.1 200 OK\r\n"), 1, "{out}");
+    assert!(out.ends_with("ok"), "{out}");
+}
+
+/// Read from `s` until `until` has been seen (or 5 s pass).
+async fn read_until(s: &mut tokio::net::TcpStream, until: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&out).contains(until) && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
