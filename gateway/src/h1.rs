@@ -310,10 +310,11 @@ pub fn parse_response(
     let (Some(status), Some(minor)) = (resp.code, resp.version) else {
         return Err(Invalid::Malformed("malformed status line"));
     };
-    head.word = range(buf, resp.reason.unwrap_or("").as_bytes());
-    if resp.reason.is_none() || resp.reason == Some("") {
-        head.word = (0, 0);
-    }
+    // An absent or empty reason is httparse's static "", not a slice of `buf`.
+    head.word = match resp.reason {
+        Some(r) if !r.is_empty() => range(buf, r.as_bytes()),
+        _ => (0, 0),
+    };
     head.target = (0, 0);
     head.status = status;
     head.minor = minor;
@@ -380,6 +381,10 @@ fn framing(buf: &[u8], head: &Head) -> Result<Framing, Invalid> {
                 }
             }
             Name::ContentLength => {
+                // `Content-Length = 1*DIGIT`: a field without a number is as bad as a wrong one.
+                if tokens(f.value(buf)).next().is_none() {
+                    return Err(Invalid::Malformed("bad Content-Length"));
+                }
                 for v in tokens(f.value(buf)) {
                     let n = parse_length(v).ok_or(Invalid::Malformed("bad Content-Length"))?;
                     if cl.is_some_and(|c| c != n) {
@@ -438,7 +443,14 @@ impl Chunked {
         let mut at = 0;
         while at < buf.len() {
             match self.state {
+                // `chunk-size = 1*HEXDIG` (httparse reads a line without digits as 0).
+                ChunkState::Size if !buf[at].is_ascii_hexdigit() => {
+                    return Err(Invalid::Malformed("bad chunk size"))
+                }
                 ChunkState::Size => match httparse::parse_chunk_size(&buf[at..]) {
+                    Ok(httparse::Status::Complete((used, _))) if used > MAX_LINE + 2 => {
+                        return Err(Invalid::Malformed("chunk size line too long"))
+                    }
                     Ok(httparse::Status::Complete((used, size))) => {
                         at += used;
                         self.state = if size == 0 {
@@ -448,7 +460,8 @@ impl Chunked {
                         };
                     }
                     Ok(httparse::Status::Partial) => {
-                        if buf.len() - at > MAX_LINE {
+                        // (A pending CR does not count.)
+                        if buf.len() - at > MAX_LINE + 1 {
                             return Err(Invalid::Malformed("chunk size line too long"));
                         }
                         return Ok(at);
@@ -491,7 +504,7 @@ impl Chunked {
                         at += line + 2;
                     }
                     None => {
-                        if buf.len() - at > MAX_LINE {
+                        if buf.len() - at > MAX_LINE + 1 {
                             return Err(Invalid::Malformed("trailer line too long"));
                         }
                         return Ok(at);

@@ -1,1 +1,1583 @@
+//! Tests of HTTP/1.1 framing: head parsing into ranges, field classification, the body framing
+//! decisions of RFC 9112 §6.3, the chunked walker (fed the way the proxy feeds it) and the small
+//! writers.
 
+use super::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// Parse a complete request head; panics unless it parses.
+fn req(buf: &[u8]) -> (Head, usize) {
+    let mut head = Head::default();
+    match parse_request(buf, &mut head) {
+        Ok(Some(len)) => (head, len),
+        other => panic!(
+            "expected a complete request, got {other:?} for {:?}",
+            String::from_utf8_lossy(buf)
+        ),
+    }
+}
+
+/// Parse a request head that must be refused.
+fn req_err(buf: &[u8]) -> Invalid {
+    let mut head = Head::default();
+    match parse_request(buf, &mut head) {
+        Err(e) => e,
+        Ok(r) => panic!(
+            "expected an error, got Ok({r:?}) with body {:?} for {:?}",
+            head.body,
+            String::from_utf8_lossy(buf)
+        ),
+    }
+}
+
+fn req_body(buf: &[u8]) -> Body {
+    req(buf).0.body
+}
+
+/// Parse a complete response head; panics unless it parses.
+fn resp(buf: &[u8], method_is_head: bool) -> (Head, usize) {
+    let mut head = Head::default();
+    match parse_response(buf, &mut head, method_is_head) {
+        Ok(Some(len)) => (head, len),
+        other => panic!(
+            "expected a complete response, got {other:?} for {:?}",
+            String::from_utf8_lossy(buf)
+        ),
+    }
+}
+
+fn resp_body(buf: &[u8], method_is_head: bool) -> Body {
+    resp(buf, method_is_head).0.body
+}
+
+fn resp_err(buf: &[u8]) -> Invalid {
+    let mut head = Head::default();
+    match parse_response(buf, &mut head, false) {
+        Err(e) => e,
+        Ok(r) => panic!(
+            "expected an error, got Ok({r:?}) for {:?}",
+            String::from_utf8_lossy(buf)
+        ),
+    }
+}
+
+/// A request with the given extra field lines (each without its CRLF).
+fn request_with(version: &str, fields: &[&str]) -> Vec<u8> {
+    let mut s = format!("POST /upload {version}\r\nHost: example.com\r\n");
+    for f in fields {
+        s.push_str(f);
+        s.push_str("\r\n");
+    }
+    s.push_str("\r\n");
+    s.into_bytes()
+}
+
+fn response_with(status_line: &str, fields: &[&str]) -> Vec<u8> {
+    let mut s = format!("{status_line}\r\n");
+    for f in fields {
+        s.push_str(f);
+        s.push_str("\r\n");
+    }
+    s.push_str("\r\n");
+    s.into_bytes()
+}
+
+fn is_malformed(e: Invalid) -> bool {
+    matches!(e, Invalid::Malformed(_))
+}
+
+// ---------------------------------------------------------------------------------------------
+// parse_request: completeness
+// ---------------------------------------------------------------------------------------------
+
+const FULL_REQUEST: &[u8] = b"POST /v1/items?limit=10&x=y HTTP/1.1\r\n\
+Host: api.example.com\r\n\
+X-Api-Key: secret\r\n\
+Content-Length: 5\r\n\
+Connection: keep-alive\r\n\
+\r\n";
+
+#[test]
+fn request_every_proper_prefix_is_incomplete() {
+    let mut head = Head::default();
+    for i in 0..FULL_REQUEST.len() {
+        assert_eq!(
+            parse_request(&FULL_REQUEST[..i], &mut head),
+            Ok(None),
+            "prefix of {i} bytes: {:?}",
+            String::from_utf8_lossy(&FULL_REQUEST[..i])
+        );
+    }
+    assert_eq!(
+        parse_request(FULL_REQUEST, &mut head),
+        Ok(Some(FULL_REQUEST.len()))
+    );
+    assert_eq!(head.body, Body::Length(5));
+}
+
+#[test]
+fn request_length_excludes_following_body_and_next_message() {
+    let mut buf = FULL_REQUEST.to_vec();
+    buf.extend_from_slice(b"hello");
+    buf.extend_from_slice(b"GET /next HTTP/1.1\r\n\r\n");
+    let (head, len) = req(&buf);
+    assert_eq!(len, FULL_REQUEST.len());
+    assert_eq!(&buf[len..len + 5], b"hello");
+    assert_eq!(head.body, Body::Length(5));
+}
+
+#[test]
+fn request_leading_empty_line_is_skipped_and_ranges_still_point_at_the_method() {
+    let buf = b"\r\nGET /a HTTP/1.1\r\nHost: h\r\n\r\n";
+    let (head, len) = req(buf);
+    assert_eq!(len, buf.len());
+    assert_eq!(head.method(buf), "GET");
+    assert_eq!(head.target(buf), "/a");
+    assert_eq!(head.fields[0].1.name(buf), b"Host");
+}
+
+// ---------------------------------------------------------------------------------------------
+// parse_request: request line
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn request_line_origin_form_with_query() {
+    let (head, _) = req(FULL_REQUEST);
+    assert_eq!(head.method(FULL_REQUEST), "POST");
+    assert_eq!(head.target(FULL_REQUEST), "/v1/items?limit=10&x=y");
+    assert_eq!(head.path(FULL_REQUEST), "/v1/items");
+    assert_eq!(head.minor, 1);
+    assert_eq!(head.status, 0);
+}
+
+#[test]
+fn request_line_origin_form_without_query() {
+    let buf = b"DELETE /v1/items/42 HTTP/1.1\r\n\r\n";
+    let (head, _) = req(buf);
+    assert_eq!(head.method(buf), "DELETE");
+    assert_eq!(head.path(buf), "/v1/items/42");
+}
+
+#[test]
+fn request_line_absolute_form_is_reduced_to_its_path() {
+    let buf = b"GET http://h/p?q HTTP/1.1\r\n\r\n";
+    let (head, _) = req(buf);
+    assert_eq!(head.target(buf), "http://h/p?q");
+    assert_eq!(head.path(buf), "/p");
+
+    let buf = b"GET https://api.example.com:8443/v1/a/b?x=1 HTTP/1.1\r\n\r\n";
+    let (head, _) = req(buf);
+    assert_eq!(head.path(buf), "/v1/a/b");
+
+    // No path at all: the origin-form equivalent is "/".
+    let buf = b"GET http://h HTTP/1.1\r\n\r\n";
+    let (head, _) = req(buf);
+    assert_eq!(head.path(buf), "/");
+}
+
+#[test]
+fn request_line_asterisk_and_authority_forms_are_kept_as_is() {
+    let buf = b"OPTIONS * HTTP/1.1\r\n\r\n";
+    let (head, _) = req(buf);
+    assert_eq!(head.method(buf), "OPTIONS");
+    assert_eq!(head.target(buf), "*");
+    assert_eq!(head.path(buf), "*");
+
+    let buf = b"CONNECT h.example:443 HTTP/1.1\r\n\r\n";
+    let (head, _) = req(buf);
+    assert_eq!(head.method(buf), "CONNECT");
+    assert_eq!(head.path(buf), "h.example:443");
+}
+
+#[test]
+fn request_minor_version() {
+    let buf = b"GET / HTTP/1.0\r\n\r\n";
+    assert_eq!(req(buf).0.minor, 0);
+    let buf = b"GET / HTTP/1.1\r\n\r\n";
+    assert_eq!(req(buf).0.minor, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// parse_request: fields
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn request_fields_are_ranges_in_order_and_classified() {
+    let buf = b"GET / HTTP/1.1\r\n\
+Host: h\r\n\
+x-api-key:   k1  \r\n\
+X-Custom:a b\tc\r\n\
+Authorization: Bearer t\r\n\
+X-Empty:\r\n\
+x-api-key: k2\r\n\
+\r\n";
+    let (head, len) = req(buf);
+    assert_eq!(len, buf.len());
+    let got: Vec<(Name, &[u8], &[u8])> = head
+        .fields
+        .iter()
+        .map(|(n, f)| (*n, f.name(buf), f.value(buf)))
+        .collect();
+    let want: Vec<(Name, &[u8], &[u8])> = vec![
+        (Name::Other, b"Host", b"h"),
+        (Name::XApiKey, b"x-api-key", b"k1"),
+        (Name::Other, b"X-Custom", b"a b\tc"),
+        (Name::Authorization, b"Authorization", b"Bearer t"),
+        (Name::Other, b"X-Empty", b""),
+        (Name::XApiKey, b"x-api-key", b"k2"),
+    ];
+    assert_eq!(got, want);
+
+    // `get` finds the first field of a kind; absent kinds give None.
+    assert_eq!(head.get(buf, Name::XApiKey), Some(&b"k1"[..]));
+    assert_eq!(head.get_str(buf, Name::Authorization), Some("Bearer t"));
+    assert_eq!(head.get(buf, Name::ContentLength), None);
+    assert_eq!(head.get_str(buf, Name::XRequestId), None);
+}
+
+#[test]
+fn request_field_ranges_point_into_the_buffer_at_the_right_offsets() {
+    let buf = b"GET / HTTP/1.1\r\nAbc: xyz\r\n\r\n";
+    let (head, _) = req(buf);
+    let (_, f) = head.fields[0];
+    let name_at = buf.windows(3).position(|w| w == b"Abc").unwrap();
+    let value_at = buf.windows(3).position(|w| w == b"xyz").unwrap();
+    assert_eq!(f.name, (name_at as u32, name_at as u32 + 3));
+    assert_eq!(f.value, (value_at as u32, value_at as u32 + 3));
+}
+
+#[test]
+fn request_get_str_rejects_non_utf8() {
+    let buf = b"GET / HTTP/1.1\r\nX-Request-Id: a\xffb\r\n\r\n";
+    let (head, _) = req(buf);
+    assert_eq!(head.get(buf, Name::XRequestId), Some(&b"a\xffb"[..]));
+    assert_eq!(head.get_str(buf, Name::XRequestId), None);
+}
+
+#[test]
+fn request_exactly_max_fields_is_accepted_one_more_is_too_large() {
+    let fields: Vec<String> = (0..MAX_FIELDS).map(|i| format!("X-F{i}: v{i}")).collect();
+    let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
+    // `request_with` adds a Host field: one fewer of ours to make exactly MAX_FIELDS.
+    let buf = request_with("HTTP/1.1", &refs[..MAX_FIELDS - 1]);
+    let (head, _) = req(&buf);
+    assert_eq!(head.fields.len(), MAX_FIELDS);
+    assert_eq!(
+        head.fields[MAX_FIELDS - 1].1.value(&buf),
+        format!("v{}", MAX_FIELDS - 2).as_bytes()
+    );
+
+    let buf = request_with("HTTP/1.1", &refs);
+    assert_eq!(req_err(&buf), Invalid::TooLarge);
+}
+
+#[test]
+fn request_partial_head_longer_than_max_head_is_too_large() {
+    let mut buf = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+    buf.resize(MAX_HEAD, b'a');
+    let mut head = Head::default();
+    // Exactly MAX_HEAD bytes, still no end: wait for more.
+    assert_eq!(parse_request(&buf, &mut head), Ok(None));
+    buf.push(b'a');
+    assert_eq!(parse_request(&buf, &mut head), Err(Invalid::TooLarge));
+    buf.resize(MAX_HEAD * 2, b'a');
+    assert_eq!(parse_request(&buf, &mut head), Err(Invalid::TooLarge));
+}
+
+#[test]
+fn request_complete_head_larger_than_max_head_is_too_large() {
+    let prefix = b"GET / HTTP/1.1\r\nX-Big: ";
+    let end = b"\r\n\r\n";
+    // Exactly MAX_HEAD bytes: fine.
+    let mut buf = prefix.to_vec();
+    buf.resize(MAX_HEAD - end.len(), b'a');
+    buf.extend_from_slice(end);
+    assert_eq!(buf.len(), MAX_HEAD);
+    let (_, len) = req(&buf);
+    assert_eq!(len, MAX_HEAD);
+
+    // One more byte: too large, whether or not more bytes follow.
+    let mut buf = prefix.to_vec();
+    buf.resize(MAX_HEAD + 1 - end.len(), b'a');
+    buf.extend_from_slice(end);
+    assert_eq!(req_err(&buf), Invalid::TooLarge);
+    buf.extend_from_slice(b"body");
+    assert_eq!(req_err(&buf), Invalid::TooLarge);
+}
+
+#[test]
+fn request_garbage_is_malformed() {
+    for g in [
+        &b"\x01\x02\x03 / HTTP/1.1\r\n\r\n"[..],
+        b"GET / HTTP/2.0\r\n\r\n",
+        b"GET / HTTX/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\n: no name\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+        b"GET /a\x01b HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\rX: y\r\n\r\n",
+    ] {
+        let e = req_err(g);
+        assert!(
+            is_malformed(e),
+            "{:?} gave {e:?}",
+            String::from_utf8_lossy(g)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// parse_request: Connection and Expect
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn request_connection_close() {
+    let buf = request_with("HTTP/1.1", &["Connection: close"]);
+    let (head, _) = req(&buf);
+    assert_eq!(
+        head.conn,
+        ConnectionOpts {
+            close: true,
+            keep_alive: false,
+            names_fields: false
+        }
+    );
+    // Nothing else is named: connection_names is false even for the option itself.
+    assert!(!head.connection_names(&buf, b"close"));
+}
+
+#[test]
+fn request_connection_keep_alive_case_insensitive() {
+    let buf = request_with("HTTP/1.0", &["Connection: Keep-Alive"]);
+    let (head, _) = req(&buf);
+    assert_eq!(
+        head.conn,
+        ConnectionOpts {
+            close: false,
+            keep_alive: true,
+            names_fields: false
+        }
+    );
+}
+
+#[test]
+fn request_connection_naming_other_fields() {
+    let buf = request_with(
+        "HTTP/1.1",
+        &[
+            "Connection: CLOSE , X-Private-Hop,,",
+            "X-Private-Hop: 1",
+            "Connection: upgrade",
+            "Upgrade: websocket",
+        ],
+    );
+    let (head, _) = req(&buf);
+    assert_eq!(
+        head.conn,
+        ConnectionOpts {
+            close: true,
+            keep_alive: false,
+            names_fields: true
+        }
+    );
+    assert!(head.connection_names(&buf, b"x-private-hop"));
+    assert!(head.connection_names(&buf, b"X-PRIVATE-HOP"));
+    assert!(head.connection_names(&buf, b"Upgrade"));
+    assert!(!head.connection_names(&buf, b"X-Private"));
+    assert!(!head.connection_names(&buf, b"Host"));
+    assert!(!head.connection_names(&buf, b"websocket"));
+}
+
+#[test]
+fn request_without_connection_has_default_options() {
+    let buf = request_with("HTTP/1.1", &["X-Other: close"]);
+    let (head, _) = req(&buf);
+    assert_eq!(head.conn, ConnectionOpts::default());
+    assert!(!head.connection_names(&buf, b"x-other"));
+}
+
+#[test]
+fn request_expect_continue() {
+    for (field, want) in [
+        (Some("Expect: 100-continue"), true),
+        (Some("Expect: 100-Continue"), true),
+        (Some("expect:    100-CONTINUE   "), true),
+        (Some("Expect: 100-continue-please"), false),
+        (Some("Expect: something"), false),
+        (Some("Expect:"), false),
+        (Some("X-Expect: 100-continue"), false),
+        (None, false),
+    ] {
+        let fields: Vec<&str> = field.into_iter().collect();
+        let buf = request_with("HTTP/1.1", &fields);
+        assert_eq!(req(&buf).0.expect_continue, want, "{field:?}");
+    }
+}
+
+#[test]
+fn head_is_reset_when_reused() {
+    let mut head = Head::default();
+    let first = request_with(
+        "HTTP/1.1",
+        &[
+            "Connection: close, x-foo",
+            "Expect: 100-continue",
+            "Content-Length: 7",
+            "Keep-Alive: timeout=5",
+        ],
+    );
+    assert!(parse_request(&first, &mut head).unwrap().is_some());
+    assert!(head.conn.close && head.conn.names_fields && head.expect_continue);
+    assert_eq!(head.body, Body::Length(7));
+
+    let second = b"GET /x HTTP/1.0\r\nHost: y\r\n\r\n";
+    assert!(parse_request(second, &mut head).unwrap().is_some());
+    assert_eq!(head.conn, ConnectionOpts::default());
+    assert!(!head.expect_continue);
+    assert_eq!(head.body, Body::None);
+    assert_eq!(head.minor, 0);
+    assert_eq!(head.fields.len(), 1);
+    assert_eq!(head.fields[0].1.value(second), b"y");
+    assert_eq!(head.method(second), "GET");
+
+    // A response parsed into the same head: no target, no expect, its own status.
+    let third = b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\n";
+    assert!(parse_response(third, &mut head, false).unwrap().is_some());
+    assert_eq!(head.status, 404);
+    assert_eq!(head.target(third), "");
+    assert!(!head.expect_continue);
+    assert_eq!(head.fields.len(), 1);
+    assert_eq!(head.body, Body::Length(3));
+
+    // And back to a request: status cleared.
+    let fourth = b"GET / HTTP/1.1\r\n\r\n";
+    assert!(parse_request(fourth, &mut head).unwrap().is_some());
+    assert_eq!(head.status, 0);
+    assert!(head.fields.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// parse_request: body framing (RFC 9112 §6.3)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn request_without_framing_fields_has_no_body() {
+    assert_eq!(req_body(&request_with("HTTP/1.1", &[])), Body::None);
+    assert_eq!(req_body(&request_with("HTTP/1.0", &[])), Body::None);
+}
+
+#[test]
+fn request_content_length() {
+    for (v, want) in [
+        ("5", Body::Length(5)),
+        ("1", Body::Length(1)),
+        ("0", Body::None),
+        ("000", Body::None),
+        ("007", Body::Length(7)),
+        ("1234567890", Body::Length(1_234_567_890)),
+        // 18 digits is the longest accepted.
+        ("999999999999999999", Body::Length(999_999_999_999_999_999)),
+    ] {
+        let field = format!("Content-Length: {v}");
+        assert_eq!(
+            req_body(&request_with("HTTP/1.1", &[&field])),
+            want,
+            "{field}"
+        );
+        assert_eq!(
+            req_body(&request_with("HTTP/1.0", &[&field])),
+            want,
+            "HTTP/1.0 {field}"
+        );
+    }
+}
+
+#[test]
+fn request_content_length_name_is_case_insensitive() {
+    assert_eq!(
+        req_body(&request_with("HTTP/1.1", &["CONTENT-LENGTH: 12"])),
+        Body::Length(12)
+    );
+    assert_eq!(
+        req_body(&request_with("HTTP/1.1", &["content-length: 12"])),
+        Body::Length(12)
+    );
+}
+
+#[test]
+fn request_duplicate_equal_content_lengths_are_accepted() {
+    assert_eq!(
+        req_body(&request_with(
+            "HTTP/1.1",
+            &["Content-Length: 42", "Content-Length: 42"]
+        )),
+        Body::Length(42)
+    );
+    assert_eq!(
+        req_body(&request_with("HTTP/1.1", &["Content-Length: 42, 42 ,42"])),
+        Body::Length(42)
+    );
+    assert_eq!(
+        req_body(&request_with(
+            "HTTP/1.1",
+            &["Content-Length: 0", "content-length: 0"]
+        )),
+        Body::None
+    );
+}
+
+#[test]
+fn request_conflicting_content_lengths_are_malformed() {
+    for fields in [
+        &["Content-Length: 42", "Content-Length: 43"][..],
+        &["Content-Length: 42, 43"],
+        &["Content-Length: 0", "Content-Length: 1"],
+        &["Content-Length: 1", "X-Other: 2", "Content-Length: 1, 2"],
+    ] {
+        let e = req_err(&request_with("HTTP/1.1", fields));
+        assert!(is_malformed(e), "{fields:?} gave {e:?}");
+    }
+}
+
+#[test]
+fn request_bad_content_length_is_malformed() {
+    for v in [
+        "abc",
+        "-1",
+        "+5",
+        "5a",
+        "0x10",
+        "1.0",
+        "1 2",
+        "١٢",
+        // 19 digits: longer than accepted.
+        "1000000000000000000",
+        "0000000000000000005",
+        "18446744073709551616",
+        "99999999999999999999999999",
+    ] {
+        let field = format!("Content-Length: {v}");
+        let e = req_err(&request_with("HTTP/1.1", &[&field]));
+        assert!(is_malformed(e), "{field} gave {e:?}");
+    }
+}
+
+#[test]
+fn empty_content_length_is_malformed() {
+    for field in ["Content-Length:", "Content-Length: ", "Content-Length: ,"] {
+        let e = req_err(&request_with("HTTP/1.1", &[field]));
+        assert!(is_malformed(e), "{field} gave {e:?}");
+        let e = resp_err(&response_with("HTTP/1.1 200 OK", &[field]));
+        assert!(is_malformed(e), "response {field} gave {e:?}");
+    }
+}
+
+#[test]
+fn request_transfer_encoding_chunked() {
+    for fields in [
+        &["Transfer-Encoding: chunked"][..],
+        &["transfer-encoding: CHUNKED"],
+        &["Transfer-Encoding: gzip, chunked"],
+        &["Transfer-Encoding: gzip,chunked,"],
+        &["Transfer-Encoding: gzip", "Transfer-Encoding: chunked"],
+        // An empty field is ignored.
+        &["Transfer-Encoding: chunked", "Transfer-Encoding:"],
+    ] {
+        assert_eq!(
+            req_body(&request_with("HTTP/1.1", fields)),
+            Body::Chunked,
+            "{fields:?}"
+        );
+    }
+}
+
+#[test]
+fn request_transfer_encoding_not_ending_in_chunked_is_malformed() {
+    for fields in [
+        &["Transfer-Encoding: chunked, gzip"][..],
+        &["Transfer-Encoding: gzip"],
+        &["Transfer-Encoding: identity"],
+        &["Transfer-Encoding: chunked", "Transfer-Encoding: gzip"],
+        &["Transfer-Encoding: chunkedx"],
+    ] {
+        let e = req_err(&request_with("HTTP/1.1", fields));
+        assert!(is_malformed(e), "{fields:?} gave {e:?}");
+    }
+}
+
+#[test]
+fn request_transfer_encoding_with_content_length_is_malformed() {
+    for fields in [
+        &["Transfer-Encoding: chunked", "Content-Length: 5"][..],
+        &["Content-Length: 5", "Transfer-Encoding: chunked"],
+        &["Content-Length: 0", "Transfer-Encoding: chunked"],
+        &["Transfer-Encoding: gzip", "Content-Length: 5"],
+    ] {
+        let e = req_err(&request_with("HTTP/1.1", fields));
+        assert!(is_malformed(e), "{fields:?} gave {e:?}");
+    }
+}
+
+#[test]
+fn request_transfer_encoding_in_http10_is_malformed() {
+    let e = req_err(&request_with("HTTP/1.0", &["Transfer-Encoding: chunked"]));
+    assert!(is_malformed(e));
+    // The same request in HTTP/1.1 is fine, so it is the version that is refused.
+    assert_eq!(
+        req_body(&request_with("HTTP/1.1", &["Transfer-Encoding: chunked"])),
+        Body::Chunked
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// parse_response
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn response_status_reason_and_every_prefix_incomplete() {
+    let buf = b"HTTP/1.1 201 Created Fine\r\nContent-Length: 2\r\nX-Request-Id: r1\r\n\r\n";
+    let mut head = Head::default();
+    for i in 0..buf.len() {
+        assert_eq!(
+            parse_response(&buf[..i], &mut head, false),
+            Ok(None),
+            "prefix of {i} bytes"
+        );
+    }
+    let (head, len) = resp(buf, false);
+    assert_eq!(len, buf.len());
+    assert_eq!(head.status, 201);
+    assert_eq!(head.reason(buf), b"Created Fine");
+    assert_eq!(head.minor, 1);
+    assert_eq!(head.body, Body::Length(2));
+    assert_eq!(head.get_str(buf, Name::XRequestId), Some("r1"));
+    assert_eq!(head.fields.len(), 2);
+}
+
+#[test]
+fn response_http10() {
+    let buf = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nabc";
+    let (head, len) = resp(buf, false);
+    assert_eq!(len, buf.len() - 3);
+    assert_eq!(head.minor, 0);
+    assert_eq!(head.reason(buf), b"OK");
+    assert_eq!(head.body, Body::Length(3));
+}
+
+#[test]
+fn response_with_empty_reason_after_space() {
+    // "HTTP/1.1 200 " followed by CRLF: the reason is empty, a slice of the buffer.
+    let buf = b"HTTP/1.1 200 \r\nContent-Length: 1\r\n\r\n";
+    let (head, _) = resp(buf, false);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.reason(buf), b"");
+    assert_eq!(head.body, Body::Length(1));
+}
+
+#[test]
+fn response_without_reason_phrase() {
+    for buf in [
+        &b"HTTP/1.1 200\r\nContent-Length: 1\r\n\r\n"[..],
+        b"HTTP/1.1 200\nContent-Length: 1\r\n\r\n",
+        b"HTTP/1.1 200 \xc3\x96kay\r\nContent-Length: 1\r\n\r\n",
+    ] {
+        let (head, _) = resp(buf, false);
+        assert_eq!(head.status, 200);
+        assert_eq!(head.reason(buf), b"");
+        assert_eq!(head.body, Body::Length(1));
+    }
+}
+
+#[test]
+fn response_content_length_and_zero() {
+    assert_eq!(
+        resp_body(
+            &response_with("HTTP/1.1 200 OK", &["Content-Length: 10"]),
+            false
+        ),
+        Body::Length(10)
+    );
+    assert_eq!(
+        resp_body(
+            &response_with("HTTP/1.1 200 OK", &["Content-Length: 0"]),
+            false
+        ),
+        Body::None
+    );
+    assert_eq!(
+        resp_body(
+            &response_with(
+                "HTTP/1.1 200 OK",
+                &["Content-Length: 10", "Content-Length: 10"]
+            ),
+            false
+        ),
+        Body::Length(10)
+    );
+}
+
+#[test]
+fn response_without_body_by_status_or_head_method() {
+    for status in [100, 101, 102, 103, 150, 199, 204, 304] {
+        for fields in [
+            &["Content-Length: 10"][..],
+            &["Transfer-Encoding: chunked"],
+            &[],
+        ] {
+            let buf = response_with(&format!("HTTP/1.1 {status} X"), fields);
+            assert_eq!(resp_body(&buf, false), Body::None, "{status} {fields:?}");
+        }
+    }
+    for fields in [
+        &["Content-Length: 10"][..],
+        &["Transfer-Encoding: chunked"],
+        &["Transfer-Encoding: gzip"],
+        &[],
+    ] {
+        let buf = response_with("HTTP/1.1 200 OK", fields);
+        assert_eq!(resp_body(&buf, true), Body::None, "HEAD {fields:?}");
+        let buf = response_with("HTTP/1.0 200 OK", fields);
+        assert_eq!(resp_body(&buf, true), Body::None, "HEAD 1.0 {fields:?}");
+    }
+}
+
+#[test]
+fn response_statuses_next_to_bodiless_ones_have_bodies() {
+    for status in [200, 203, 205, 206, 300, 303, 305, 404, 500] {
+        let buf = response_with(&format!("HTTP/1.1 {status} X"), &["Content-Length: 4"]);
+        assert_eq!(resp_body(&buf, false), Body::Length(4), "{status}");
+    }
+}
+
+#[test]
+fn response_chunked() {
+    for fields in [
+        &["Transfer-Encoding: chunked"][..],
+        &["Transfer-Encoding: Chunked"],
+        &["Transfer-Encoding: gzip, chunked"],
+        &["Transfer-Encoding: gzip", "Transfer-Encoding: chunked"],
+        // Transfer-Encoding overrides Content-Length in a response (§6.3 item 3).
+        &["Transfer-Encoding: chunked", "Content-Length: 99"],
+        &["Content-Length: 99", "Transfer-Encoding: chunked"],
+    ] {
+        let buf = response_with("HTTP/1.1 200 OK", fields);
+        assert_eq!(resp_body(&buf, false), Body::Chunked, "{fields:?}");
+    }
+}
+
+#[test]
+fn response_transfer_encoding_not_ending_in_chunked_reads_to_close() {
+    for fields in [
+        &["Transfer-Encoding: gzip"][..],
+        &["Transfer-Encoding: chunked, gzip"],
+        &["Transfer-Encoding: chunked", "Transfer-Encoding: identity"],
+        &["Transfer-Encoding: gzip", "Content-Length: 10"],
+    ] {
+        let buf = response_with("HTTP/1.1 200 OK", fields);
+        assert_eq!(resp_body(&buf, false), Body::Close, "{fields:?}");
+    }
+}
+
+#[test]
+fn response_without_length_or_encoding_reads_to_close() {
+    assert_eq!(
+        resp_body(&response_with("HTTP/1.1 200 OK", &[]), false),
+        Body::Close
+    );
+    assert_eq!(
+        resp_body(&response_with("HTTP/1.0 200 OK", &["Server: x"]), false),
+        Body::Close
+    );
+    // An empty Transfer-Encoding is ignored.
+    assert_eq!(
+        resp_body(
+            &response_with("HTTP/1.1 200 OK", &["Transfer-Encoding:"]),
+            false
+        ),
+        Body::Close
+    );
+}
+
+#[test]
+fn response_http10_with_transfer_encoding_reads_to_close() {
+    for fields in [
+        &["Transfer-Encoding: chunked"][..],
+        &["Transfer-Encoding: chunked", "Content-Length: 5"],
+    ] {
+        let buf = response_with("HTTP/1.0 200 OK", fields);
+        assert_eq!(resp_body(&buf, false), Body::Close, "{fields:?}");
+    }
+}
+
+#[test]
+fn response_bad_or_conflicting_content_length_is_malformed() {
+    for fields in [
+        &["Content-Length: 1", "Content-Length: 2"][..],
+        &["Content-Length: 1, 2"],
+        &["Content-Length: x"],
+        &["Content-Length: -1"],
+        &["Content-Length: 1000000000000000000"],
+    ] {
+        let e = resp_err(&response_with("HTTP/1.1 200 OK", fields));
+        assert!(is_malformed(e), "{fields:?} gave {e:?}");
+    }
+}
+
+#[test]
+fn response_connection_options() {
+    let buf = response_with(
+        "HTTP/1.1 200 OK",
+        &["Connection: keep-alive, close, X-Hop", "Content-Length: 0"],
+    );
+    let (head, _) = resp(&buf, false);
+    assert_eq!(
+        head.conn,
+        ConnectionOpts {
+            close: true,
+            keep_alive: true,
+            names_fields: true
+        }
+    );
+    assert!(head.connection_names(&buf, b"x-hop"));
+    assert!(!head.connection_names(&buf, b"content-length"));
+}
+
+#[test]
+fn response_too_large_and_garbage() {
+    let fields: Vec<String> = (0..=MAX_FIELDS).map(|i| format!("X-F{i}: v")).collect();
+    let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
+    assert_eq!(
+        resp_err(&response_with("HTTP/1.1 200 OK", &refs)),
+        Invalid::TooLarge
+    );
+    let (head, _) = resp(
+        &response_with("HTTP/1.1 200 OK", &refs[..MAX_FIELDS]),
+        false,
+    );
+    assert_eq!(head.fields.len(), MAX_FIELDS);
+
+    let mut buf = b"HTTP/1.1 200 OK\r\nX-Big: ".to_vec();
+    buf.resize(MAX_HEAD, b'a');
+    let mut head = Head::default();
+    assert_eq!(parse_response(&buf, &mut head, false), Ok(None));
+    buf.push(b'a');
+    assert_eq!(
+        parse_response(&buf, &mut head, false),
+        Err(Invalid::TooLarge)
+    );
+    buf.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(
+        parse_response(&buf, &mut head, false),
+        Err(Invalid::TooLarge)
+    );
+
+    for g in [
+        &b"HTTP/1.1 2000 OK\r\n\r\n"[..],
+        b"HTTP/1.1 abc OK\r\n\r\n",
+        b"HTTP/3.0 200 OK\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+        b"\x00\x01\x02",
+    ] {
+        let e = resp_err(g);
+        assert!(
+            is_malformed(e),
+            "{:?} gave {e:?}",
+            String::from_utf8_lossy(g)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Name::of
+// ---------------------------------------------------------------------------------------------
+
+const NAMES: &[(&str, Name)] = &[
+    ("content-length", Name::ContentLength),
+    ("transfer-encoding", Name::TransferEncoding),
+    ("connection", Name::Connection),
+    ("keep-alive", Name::KeepAlive),
+    ("proxy-connection", Name::ProxyConnection),
+    ("te", Name::Te),
+    ("trailer", Name::Trailer),
+    ("upgrade", Name::Upgrade),
+    ("expect", Name::Expect),
+    ("x-api-key", Name::XApiKey),
+    ("authorization", Name::Authorization),
+    ("x-stellar-agent", Name::XStellarAgent),
+    ("x-request-id", Name::XRequestId),
+    ("x-forwarded-for", Name::XForwardedFor),
+    ("ratelimit", Name::RateLimitField),
+    ("ratelimit-policy", Name::RateLimitField),
+    ("retry-after", Name::RateLimitField),
+    ("x-ratelimit-limit", Name::RateLimitField),
+    ("x-ratelimit-remaining", Name::RateLimitField),
+    ("x-ratelimit-reset", Name::RateLimitField),
+];
+
+#[test]
+fn name_of_every_listed_name_in_any_case() {
+    for &(name, want) in NAMES {
+        let lower = name.to_string();
+        let upper = name.to_ascii_uppercase();
+        let title: String = name
+            .split('-')
+            .map(|w| {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("-");
+        let alternating: String = name
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i % 2 == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect();
+        for v in [lower, upper, title, alternating] {
+            assert_eq!(Name::of(v.as_bytes()), want, "{v}");
+        }
+    }
+}
+
+#[test]
+fn name_of_near_misses_are_other() {
+    for &(name, want) in NAMES {
+        // One character short, one character more, one character changed.
+        let short = &name[..name.len() - 1];
+        let long = format!("{name}s");
+        let changed = format!("{}_", short);
+        for v in [short.to_string(), long, changed] {
+            let got = Name::of(v.as_bytes());
+            // Variations of x-stellar-agent are still X-Stellar-*.
+            let expect = if v.len() > 10 && v.starts_with("x-stellar-") {
+                Name::XStellarOther
+            } else {
+                Name::Other
+            };
+            assert_eq!(got, expect, "{v} (from {name}, {want:?})");
+        }
+    }
+    for v in [
+        &b""[..],
+        b"t",
+        b"host",
+        b"content_length",
+        b"content-length ",
+        b" te",
+        b"x-api-keys",
+    ] {
+        assert_eq!(Name::of(v), Name::Other, "{:?}", String::from_utf8_lossy(v));
+    }
+}
+
+#[test]
+fn name_of_x_stellar_prefix() {
+    assert_eq!(Name::of(b"x-stellar-agent"), Name::XStellarAgent);
+    assert_eq!(Name::of(b"X-Stellar-Agent"), Name::XStellarAgent);
+    assert_eq!(Name::of(b"x-stellar-anything"), Name::XStellarOther);
+    assert_eq!(Name::of(b"X-STELLAR-ANYTHING"), Name::XStellarOther);
+    assert_eq!(Name::of(b"X-Stellar-a"), Name::XStellarOther);
+    assert_eq!(Name::of(b"x-stellar-user-id"), Name::XStellarOther);
+    // Same length as x-stellar-agent, but not it.
+    assert_eq!(Name::of(b"x-stellar-agenz"), Name::XStellarOther);
+    // Longer than any listed name.
+    assert_eq!(
+        Name::of(b"x-stellar-a-very-long-internal-field-name"),
+        Name::XStellarOther
+    );
+    // The bare prefix (10 characters) is not an X-Stellar-* field.
+    assert_eq!("x-stellar-".len(), 10);
+    assert_eq!(Name::of(b"x-stellar-"), Name::Other);
+    assert_eq!(Name::of(b"X-STELLAR-"), Name::Other);
+    assert_eq!(Name::of(b"x-stellar"), Name::Other);
+    assert_eq!(Name::of(b"x-stellarx"), Name::Other);
+    assert_eq!(Name::of(b"x-stellarxy"), Name::Other);
+    assert_eq!(Name::of(b"y-stellar-agent"), Name::Other);
+    assert_eq!(Name::of(b"x_stellar_agent"), Name::Other);
+}
+
+#[test]
+fn name_of_is_applied_to_parsed_fields() {
+    let buf =
+        b"GET / HTTP/1.1\r\nX-Stellar-Tier: gold\r\nTE: trailers\r\nX-STELLAR-AGENT: a\r\n\r\n";
+    let (head, _) = req(buf);
+    let names: Vec<Name> = head.fields.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        vec![Name::XStellarOther, Name::Te, Name::XStellarAgent]
+    );
+}
+
+#[test]
+fn hop_by_hop_set() {
+    let all = [
+        Name::ContentLength,
+        Name::TransferEncoding,
+        Name::Connection,
+        Name::KeepAlive,
+        Name::ProxyConnection,
+        Name::Te,
+        Name::Trailer,
+        Name::Upgrade,
+        Name::Expect,
+        Name::XApiKey,
+        Name::Authorization,
+        Name::XStellarAgent,
+        Name::XStellarOther,
+        Name::XRequestId,
+        Name::XForwardedFor,
+        Name::RateLimitField,
+        Name::Other,
+    ];
+    let hop: Vec<Name> = all.into_iter().filter(|n| n.is_hop_by_hop()).collect();
+    assert_eq!(
+        hop,
+        vec![
+            Name::Connection,
+            Name::KeepAlive,
+            Name::ProxyConnection,
+            Name::Te,
+            Name::Trailer,
+            Name::Upgrade,
+        ]
+    );
+}
+
+#[test]
+fn tokens_are_trimmed_and_empty_ones_skipped() {
+    let got: Vec<&[u8]> = tokens(b" a ,b,, \t,c d , ").collect();
+    assert_eq!(got, vec![&b"a"[..], b"b", b"c d"]);
+    assert_eq!(tokens(b"").count(), 0);
+    assert_eq!(tokens(b" , ,").count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chunked walker
+// ---------------------------------------------------------------------------------------------
+
+/// Walk all of `buf` at once; returns (consumed, data).
+fn walk_all(w: &mut Chunked, buf: &[u8]) -> Result<(usize, Vec<u8>), Invalid> {
+    let mut data = Vec::new();
+    let n = w.walk(buf, |r| data.extend_from_slice(&buf[r]))?;
+    Ok((n, data))
+}
+
+/// Chunk-encode `body` with random chunk sizes, size spellings, extensions and trailers.
+fn encode_chunked(rng: &mut StdRng, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let max_chunk = match rng.gen_range(0..4) {
+        0 => 1,
+        1 => 7,
+        2 => 300,
+        _ => body.len().max(1),
+    };
+    let mut i = 0;
+    let size_line = |rng: &mut StdRng, out: &mut Vec<u8>, n: usize| {
+        let zeros = if rng.gen_bool(0.2) {
+            rng.gen_range(1..4)
+        } else {
+            0
+        };
+        out.extend(std::iter::repeat_n(b'0', zeros));
+        let hex = if rng.gen_bool(0.5) {
+            format!("{n:x}")
+        } else {
+            format!("{n:X}")
+        };
+        out.extend_from_slice(hex.as_bytes());
+        match rng.gen_range(0..8) {
+            0 => out.extend_from_slice(b";a=b"),
+            1 => out.extend_from_slice(b";a=b;c"),
+            2 => out.extend_from_slice(b" ;name=\"quoted; value\""),
+            3 => out.extend_from_slice(br#";x="a\"b";y"#),
+            _ => {}
+        }
+        out.extend_from_slice(b"\r\n");
+    };
+    while i < body.len() {
+        let n = rng.gen_range(1..=max_chunk.min(body.len() - i));
+        size_line(rng, &mut out, n);
+        out.extend_from_slice(&body[i..i + n]);
+        out.extend_from_slice(b"\r\n");
+        i += n;
+    }
+    size_line(rng, &mut out, 0);
+    for t in 0..rng.gen_range(0..4) {
+        if rng.gen_bool(0.5) {
+            out.extend_from_slice(format!("X-Trailer-{t}: value {t}\r\n").as_bytes());
+        } else {
+            out.extend_from_slice(b"Checksum: abc\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+fn random_bytes(rng: &mut StdRng, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|_| match rng.gen_range(0..4) {
+            // Plenty of CR, LF and digits to tempt the walker.
+            0 => b'\r',
+            1 => b'\n',
+            2 => b'0',
+            _ => rng.gen(),
+        })
+        .collect()
+}
+
+fn random_body(rng: &mut StdRng) -> Vec<u8> {
+    let len = match rng.gen_range(0..10) {
+        0 => 0,
+        1..=6 => rng.gen_range(1..200),
+        7 | 8 => rng.gen_range(200..3000),
+        _ => rng.gen_range(3000..20000),
+    };
+    random_bytes(rng, len)
+}
+
+fn random_extra(rng: &mut StdRng) -> Vec<u8> {
+    match rng.gen_range(0..4) {
+        0 => Vec::new(),
+        1 => b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(),
+        2 => b"0\r\n\r\n".to_vec(),
+        _ => {
+            let n = rng.gen_range(1..64);
+            random_bytes(rng, n)
+        }
+    }
+}
+
+/// Feed `stream` (an encoded body of `enc_len` bytes, then other bytes) to a fresh walker in
+/// pieces ending at `cuts`, the way the proxy does: keep a buffer, walk it, drop what was
+/// consumed, append the next piece. Checks the invariants along the way; returns the data.
+fn feed(stream: &[u8], enc_len: usize, cuts: &[usize]) -> (Chunked, Vec<u8>) {
+    let mut w = Chunked::default();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut consumed = 0usize;
+    let mut data = Vec::new();
+    let mut from = 0;
+    for &to in cuts.iter().chain(std::iter::once(&stream.len())) {
+        pending.extend_from_slice(&stream[from..to]);
+        from = to;
+        if w.done() {
+            continue;
+        }
+        let mut last_end = 0;
+        let n = w
+            .walk(&pending, |r| {
+                assert!(r.start < r.end, "empty data range {r:?}");
+                assert!(r.start >= last_end, "data ranges out of order");
+                last_end = r.end;
+                data.extend_from_slice(&pending[r]);
+            })
+            .unwrap_or_else(|e| panic!("walk failed at {consumed}+: {e}"));
+        assert!(n <= pending.len());
+        assert!(last_end <= n, "data range beyond the consumed bytes");
+        consumed += n;
+        assert!(
+            consumed <= enc_len,
+            "walker consumed {consumed} bytes of a {enc_len}-byte body"
+        );
+        assert_eq!(
+            w.done(),
+            consumed == enc_len,
+            "done() at {consumed}/{enc_len}"
+        );
+        assert_eq!(w.data, data.len() as u64);
+        pending.drain(..n);
+        if !w.done() {
+            // Only an incomplete line (or the CR of a CRLF) is held back: never a whole one.
+            assert!(
+                !pending.windows(2).any(|x| x == b"\r\n"),
+                "walker held back a complete line: {:?}",
+                String::from_utf8_lossy(&pending)
+            );
+            assert!(pending.len() <= MAX_LINE);
+        }
+    }
+    assert!(w.done(), "not done after the whole body was fed");
+    assert_eq!(consumed, enc_len);
+    // What was not consumed is exactly the next message.
+    assert_eq!(&pending[..], &stream[enc_len..]);
+    // Once done, nothing more is consumed.
+    let mut called = false;
+    assert_eq!(w.walk(&pending, |_| called = true), Ok(0));
+    assert!(!called);
+    (w, data)
+}
+
+#[test]
+fn chunked_property_random_splits() {
+    let mut rng = StdRng::seed_from_u64(0x5eed_c0de);
+    for case in 0..400 {
+        let body = random_body(&mut rng);
+        let enc = encode_chunked(&mut rng, &body);
+        let extra = random_extra(&mut rng);
+        let mut stream = enc.clone();
+        stream.extend_from_slice(&extra);
+
+        let pieces = match rng.gen_range(0..3) {
+            0 => rng.gen_range(0..4),
+            1 => rng.gen_range(0..32),
+            _ => rng.gen_range(0..stream.len().max(1)),
+        };
+        let mut cuts: Vec<usize> = (0..pieces)
+            .map(|_| rng.gen_range(0..=stream.len()))
+            .collect();
+        cuts.sort_unstable();
+
+        let (w, data) = feed(&stream, enc.len(), &cuts);
+        assert_eq!(data, body, "case {case}: data differs");
+        assert_eq!(w.data, body.len() as u64, "case {case}");
+    }
+}
+
+#[test]
+fn chunked_property_single_bytes() {
+    let mut rng = StdRng::seed_from_u64(42);
+    for case in 0..60 {
+        let mut body = random_body(&mut rng);
+        body.truncate(2000);
+        let enc = encode_chunked(&mut rng, &body);
+        let extra = random_extra(&mut rng);
+        let mut stream = enc.clone();
+        stream.extend_from_slice(&extra);
+        let cuts: Vec<usize> = (1..stream.len()).collect();
+        let (w, data) = feed(&stream, enc.len(), &cuts);
+        assert_eq!(data, body, "case {case}");
+        assert_eq!(w.data, body.len() as u64);
+    }
+}
+
+#[test]
+fn chunked_property_all_at_once() {
+    let mut rng = StdRng::seed_from_u64(7);
+    for case in 0..200 {
+        let body = random_body(&mut rng);
+        let enc = encode_chunked(&mut rng, &body);
+        let extra = random_extra(&mut rng);
+        let mut stream = enc.clone();
+        stream.extend_from_slice(&extra);
+        let mut w = Chunked::default();
+        let (n, data) = walk_all(&mut w, &stream).unwrap();
+        assert_eq!(n, enc.len(), "case {case}");
+        assert!(w.done());
+        assert_eq!(data, body, "case {case}");
+        assert_eq!(w.data, body.len() as u64);
+    }
+}
+
+#[test]
+fn chunked_simple_body_with_trailers() {
+    let buf = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: 1\r\nY: 2\r\n\r\nNEXT";
+    let mut w = Chunked::default();
+    let (n, data) = walk_all(&mut w, buf).unwrap();
+    assert_eq!(n, buf.len() - 4);
+    assert!(w.done());
+    assert_eq!(data, b"Wikipedia in\r\n\r\nchunks.");
+    assert_eq!(w.data, 23);
+}
+
+#[test]
+fn chunked_empty_body() {
+    let mut w = Chunked::default();
+    let (n, data) = walk_all(&mut w, b"0\r\n\r\nX").unwrap();
+    assert_eq!(n, 5);
+    assert!(w.done());
+    assert!(data.is_empty());
+    assert_eq!(w.data, 0);
+}
+
+#[test]
+fn chunked_holds_back_incomplete_lines() {
+    let mut w = Chunked::default();
+    // Incomplete size line: nothing consumed.
+    assert_eq!(walk_all(&mut w, b"1a").unwrap(), (0, vec![]));
+    assert_eq!(walk_all(&mut w, b"1a;ext").unwrap(), (0, vec![]));
+    assert_eq!(walk_all(&mut w, b"1a\r").unwrap(), (0, vec![]));
+    // Complete size line and part of the data.
+    let (n, data) = walk_all(&mut w, b"1a\r\n0123456789").unwrap();
+    assert_eq!((n, &data[..]), (14, &b"0123456789"[..]));
+    assert_eq!(w.data, 10);
+    // The rest of the data, then only the CR of the CRLF: the CR is held back.
+    let (n, data) = walk_all(&mut w, b"0123456789abcdef\r").unwrap();
+    assert_eq!((n, &data[..]), (16, &b"0123456789abcdef"[..]));
+    assert_eq!(w.data, 26);
+    assert!(!w.done());
+    // CRLF, last chunk, half a trailer.
+    let (n, data) = walk_all(&mut w, b"\r\n0\r\nX-Tr").unwrap();
+    assert_eq!((n, data.len()), (5, 0));
+    assert!(!w.done());
+    let (n, _) = walk_all(&mut w, b"X-Trailer: v\r\n\r").unwrap();
+    assert_eq!(n, 14);
+    assert!(!w.done());
+    let (n, _) = walk_all(&mut w, b"\r\nGET").unwrap();
+    assert_eq!(n, 2);
+    assert!(w.done());
+}
+
+#[test]
+fn chunked_large_declared_size_counts_data_as_it_comes() {
+    let mut w = Chunked::default();
+    let (n, data) = walk_all(&mut w, b"ffffffffffffffff\r\nabc").unwrap();
+    assert_eq!(n, 21);
+    assert_eq!(data, b"abc");
+    assert_eq!(w.data, 3);
+    // "\r\n" inside the data is data, not a delimiter.
+    let (n, data) = walk_all(&mut w, b"\r\n0\r\n\r\n").unwrap();
+    assert_eq!(n, 7);
+    assert_eq!(data, b"\r\n0\r\n\r\n");
+    assert!(!w.done());
+    assert_eq!(w.data, 10);
+}
+
+#[test]
+fn chunked_bad_size_is_an_error() {
+    for buf in [
+        &b"zz\r\n"[..],
+        b"g\r\n",
+        b"5x\r\nhello\r\n0\r\n\r\n",
+        b"-5\r\n",
+        b"0x5\r\n",
+        b"5\r5\r\n",
+        // 17 hex digits: more than fits.
+        b"10000000000000000\r\n",
+        b"5 5\r\n",
+    ] {
+        let mut w = Chunked::default();
+        let r = walk_all(&mut w, buf);
+        assert!(
+            matches!(r, Err(Invalid::Malformed(_))),
+            "{:?} gave {r:?}",
+            String::from_utf8_lossy(buf)
+        );
+    }
+    // After a good chunk too.
+    let mut w = Chunked::default();
+    assert!(matches!(
+        walk_all(&mut w, b"1\r\na\r\nq\r\n"),
+        Err(Invalid::Malformed(_))
+    ));
+}
+
+#[test]
+fn chunked_missing_crlf_after_data_is_an_error() {
+    for buf in [
+        &b"3\r\nabcX"[..],
+        b"3\r\nabc\rX",
+        b"3\r\nabc\n\r",
+        b"3\r\nabcd\r\n0\r\n\r\n",
+        b"3\r\nabc\n0\r\n\r\n",
+    ] {
+        let mut w = Chunked::default();
+        let r = walk_all(&mut w, buf);
+        assert!(
+            matches!(r, Err(Invalid::Malformed(_))),
+            "{:?} gave {r:?}",
+            String::from_utf8_lossy(buf)
+        );
+    }
+    // The bad byte arriving alone, after the data.
+    let mut w = Chunked::default();
+    assert_eq!(walk_all(&mut w, b"3\r\nabc").unwrap().0, 6);
+    assert!(matches!(walk_all(&mut w, b"X"), Err(Invalid::Malformed(_))));
+    // The bad byte arriving after a held-back CR.
+    let mut w = Chunked::default();
+    assert_eq!(walk_all(&mut w, b"3\r\nabc\r").unwrap().0, 6);
+    assert!(matches!(
+        walk_all(&mut w, b"\rX"),
+        Err(Invalid::Malformed(_))
+    ));
+}
+
+#[test]
+fn chunked_overlong_size_line_is_an_error() {
+    let mut line = b"1;".to_vec();
+    line.resize(MAX_LINE, b'a');
+    let mut w = Chunked::default();
+    // MAX_LINE bytes without CRLF: still waiting.
+    assert_eq!(walk_all(&mut w, &line).unwrap(), (0, vec![]));
+    // Two more (so not a MAX_LINE line whose CR has arrived): refused.
+    line.extend_from_slice(b"aa");
+    assert!(matches!(
+        walk_all(&mut w, &line),
+        Err(Invalid::Malformed(_))
+    ));
+    line.resize(3 * MAX_LINE, b'a');
+    let mut w = Chunked::default();
+    assert!(matches!(
+        walk_all(&mut w, &line),
+        Err(Invalid::Malformed(_))
+    ));
+
+    // Also after some chunks were walked (the limit is on the line, not the buffer).
+    let mut w = Chunked::default();
+    let mut buf = b"2\r\nab\r\n1;".to_vec();
+    buf.resize(7 + MAX_LINE, b'e');
+    assert_eq!(walk_all(&mut w, &buf).unwrap().0, 7);
+    buf.extend_from_slice(b"ee");
+    let mut w = Chunked::default();
+    assert!(matches!(walk_all(&mut w, &buf), Err(Invalid::Malformed(_))));
+}
+
+#[test]
+fn chunked_overlong_trailer_line_is_an_error() {
+    // Without its CRLF yet: MAX_LINE bytes wait, two more are refused.
+    let mut buf = b"0\r\nX-Long: ".to_vec();
+    buf.resize(3 + MAX_LINE, b'v');
+    let mut w = Chunked::default();
+    assert_eq!(walk_all(&mut w, &buf).unwrap().0, 3);
+    assert!(!w.done());
+    buf.extend_from_slice(b"vv");
+    let mut w = Chunked::default();
+    assert!(matches!(walk_all(&mut w, &buf), Err(Invalid::Malformed(_))));
+    // Complete, one byte over.
+    buf.truncate(3 + MAX_LINE + 1);
+    buf.extend_from_slice(b"\r\n\r\n");
+    let mut w = Chunked::default();
+    assert!(matches!(walk_all(&mut w, &buf), Err(Invalid::Malformed(_))));
+    // A trailer line of exactly MAX_LINE bytes is fine when it arrives whole.
+    let mut buf = b"0\r\nX-Long: ".to_vec();
+    buf.resize(3 + MAX_LINE, b'v');
+    buf.extend_from_slice(b"\r\n\r\n");
+    let mut w = Chunked::default();
+    let (n, _) = walk_all(&mut w, &buf).unwrap();
+    assert_eq!(n, buf.len());
+    assert!(w.done());
+}
+
+#[test]
+fn chunked_done_consumes_nothing_more() {
+    let mut w = Chunked::default();
+    assert_eq!(walk_all(&mut w, b"1\r\nx\r\n0\r\n\r\n").unwrap().0, 11);
+    assert!(w.done());
+    assert_eq!(
+        walk_all(&mut w, b"1\r\ny\r\n0\r\n\r\n").unwrap(),
+        (0, vec![])
+    );
+    assert_eq!(walk_all(&mut w, b"garbage").unwrap(), (0, vec![]));
+    assert_eq!(w.data, 1);
+}
+
+#[test]
+fn chunked_size_line_without_digits_is_an_error() {
+    for buf in [&b"\r\n\r\n"[..], b";x\r\n\r\n", b";x\r\n0\r\n\r\n"] {
+        let mut w = Chunked::default();
+        assert!(
+            walk_all(&mut w, buf).is_err(),
+            "{:?}",
+            String::from_utf8_lossy(buf)
+        );
+    }
+}
+
+#[test]
+fn chunked_line_limit_does_not_depend_on_the_split() {
+    // A 5000-byte size line, whole: should be refused, is accepted.
+    let mut buf = b"1;".to_vec();
+    buf.resize(5000, b'a');
+    buf.extend_from_slice(b"\r\nx\r\n0\r\n\r\n");
+    let mut w = Chunked::default();
+    assert!(walk_all(&mut w, &buf).is_err());
+    // A MAX_LINE trailer line, split between CR and LF: should be accepted, is refused.
+    let mut buf = b"0\r\nX-Long: ".to_vec();
+    buf.resize(3 + MAX_LINE, b'v');
+    buf.push(b'\r');
+    let mut w = Chunked::default();
+    assert_eq!(walk_all(&mut w, &buf).unwrap().0, 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writers and reason phrases
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn put_num_values() {
+    for (n, want) in [
+        (0u64, "0"),
+        (9, "9"),
+        (10, "10"),
+        (99, "99"),
+        (100, "100"),
+        (1_000_000, "1000000"),
+        (u64::MAX, "18446744073709551615"),
+    ] {
+        let mut out = Vec::new();
+        put_num(&mut out, n);
+        assert_eq!(out, want.as_bytes(), "{n}");
+    }
+    let mut rng = StdRng::seed_from_u64(3);
+    for _ in 0..1000 {
+        let n: u64 = rng.gen::<u64>() >> rng.gen_range(0..64);
+        let mut out = Vec::new();
+        put_num(&mut out, n);
+        assert_eq!(out, n.to_string().as_bytes());
+    }
+}
+
+#[test]
+fn put_num_and_put_field_append() {
+    let mut out = b"HTTP/1.1 ".to_vec();
+    put_num(&mut out, 429);
+    out.extend_from_slice(b" x\r\n");
+    put_field(&mut out, b"Content-Length", b"12");
+    put_field(&mut out, b"X-Empty", b"");
+    assert_eq!(
+        out,
+        b"HTTP/1.1 429 x\r\nContent-Length: 12\r\nX-Empty: \r\n".to_vec()
+    );
+}
+
+#[test]
+fn written_head_parses_back() {
+    let mut out = b"HTTP/1.1 ".to_vec();
+    put_num(&mut out, 503);
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(503).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    put_field(&mut out, b"Retry-After", b"30");
+    put_field(&mut out, b"Content-Length", b"2");
+    out.extend_from_slice(b"\r\n");
+    let (head, len) = resp(&out, false);
+    assert_eq!(len, out.len());
+    assert_eq!(head.status, 503);
+    assert_eq!(head.reason(&out), b"Service Unavailable");
+    assert_eq!(head.get_str(&out, Name::RateLimitField), Some("30"));
+    assert_eq!(head.body, Body::Length(2));
+}
+
+#[test]
+fn reason_phrases() {
+    assert_eq!(reason_phrase(429), "Too Many Requests");
+    assert_eq!(reason_phrase(431), "Request Header Fields Too Large");
+    assert_eq!(reason_phrase(200), "OK");
+    assert_eq!(reason_phrase(401), "Unauthorized");
+    assert_eq!(reason_phrase(502), "Bad Gateway");
+    assert_eq!(reason_phrase(504), "Gateway Timeout");
+    // Not a standard status, or not a status at all.
+    assert_eq!(reason_phrase(599), "");
+    assert_eq!(reason_phrase(0), "");
+    assert_eq!(reason_phrase(1000), "");
+}
+
+#[test]
+fn invalid_display() {
+    assert_eq!(Invalid::TooLarge.to_string(), "head too large");
+    assert_eq!(
+        Invalid::Malformed("bad Content-Length").to_string(),
+        "bad Content-Length"
+    );
+}

@@ -28,14 +28,17 @@ use crate::usage::Usage;
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
 use pingora::apps::ServerApp;
+use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use stellar_common::{Db, Tiers};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
@@ -424,9 +427,14 @@ impl Request {
     }
 }
 
+/// What a client connection can be: a TCP stream re-registered on the serving thread
+/// ([`adopt`]), or pingora's stream as it came.
+trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientIo for T {}
+
 /// One client connection and the buffers its requests reuse.
-struct Conn {
-    io: Stream,
+struct Conn<S> {
+    io: S,
     ip: Option<IpAddr>,
     /// Bytes received from the client and not used yet (a pipelined next request, body bytes).
     buf: BytesMut,
@@ -499,18 +507,28 @@ impl Fail {
     }
 }
 
-/// An I/O operation with a deadline.
+/// An I/O operation with a deadline. Most complete at the first poll (the socket was ready):
+/// those never arm a timer.
 async fn timed<T>(
     t: Duration,
     f: impl std::future::Future<Output = std::io::Result<T>>,
 ) -> std::io::Result<T> {
+    let mut f = std::pin::pin!(f);
+    let first = std::future::poll_fn(|cx| match f.as_mut().poll(cx) {
+        Poll::Ready(r) => Poll::Ready(Some(r)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await;
+    if let Some(r) = first {
+        return r;
+    }
     match tokio::time::timeout(t, f).await {
         Ok(r) => r,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }
 }
 
-impl Conn {
+impl<S: ClientIo> Conn<S> {
     /// Write all of `bytes` to the client and flush.
     async fn send(&mut self, bytes: &[u8]) -> Result<(), Fail> {
         let io = &mut self.io;
@@ -573,23 +591,67 @@ impl ServerApp for Gateway {
         let ip = io
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let mut conn = Conn {
+        let timeout = self.upstreams.read_timeout;
+        match adopt(io) {
+            Ok(Some(tcp)) => {
+                self.serve_connection(&mut Conn::new(tcp, ip, timeout), shutdown)
+                    .await
+            }
+            Ok(None) => {}
+            Err(io) => {
+                self.serve_connection(&mut Conn::new(io, ip, timeout), shutdown)
+                    .await
+            }
+        }
+        None
+    }
+}
+
+/// pingora's per-thread runtimes accept on one thread and hand each connection to a random
+/// one, but the socket stays registered with the accepting thread's reactor: every readiness
+/// event of a connection served elsewhere then crosses threads (an eventfd write and a wake-up
+/// of the other thread, measured at ~0.8 per request). A plain TCP connection is registered
+/// again here, with the reactor of the thread that serves it (its descriptor is duplicated and
+/// pingora's closed). `Err`: not plain TCP, served as it is; `Ok(None)`: lost.
+///
+/// The project's only `unsafe` (the workspace denies it everywhere else): pingora's stream
+/// exposes its descriptor only as a raw number, so borrowing it to duplicate takes one
+/// `BorrowedFd::borrow_raw`.
+#[allow(unsafe_code)]
+fn adopt(io: Stream) -> Result<Option<TcpStream>, Stream> {
+    if !io.as_any().is::<L4Stream>() {
+        return Err(io);
+    }
+    let Ok(l4) = io.into_any().downcast::<L4Stream>() else {
+        return Ok(None);
+    };
+    // SAFETY: the descriptor belongs to `l4`, which is alive for this borrow.
+    let dup = unsafe { BorrowedFd::borrow_raw(l4.as_raw_fd()) }.try_clone_to_owned();
+    let Ok(fd) = dup else {
+        return Err(l4);
+    };
+    drop(l4);
+    // The duplicate shares the open file, already non-blocking.
+    Ok(TcpStream::from_std(std::net::TcpStream::from(fd)).ok())
+}
+
+impl<S: ClientIo> Conn<S> {
+    fn new(io: S, ip: Option<IpAddr>, io_timeout: Duration) -> Conn<S> {
+        Conn {
             io,
             ip,
-            buf: BytesMut::with_capacity(8 * 1024),
-            out: Vec::with_capacity(2 * 1024),
-            ubuf: BytesMut::with_capacity(8 * 1024),
+            buf: BytesMut::new(),
+            out: Vec::new(),
+            ubuf: BytesMut::new(),
             resp: Request::default(),
-            io_timeout: self.upstreams.read_timeout,
-        };
-        self.serve_connection(&mut conn, shutdown).await;
-        None
+            io_timeout,
+        }
     }
 }
 
 impl Gateway {
     /// Requests on one client connection, one after the other, until it closes.
-    async fn serve_connection(&self, c: &mut Conn, shutdown: &ShutdownWatch) {
+    async fn serve_connection<S: ClientIo>(&self, c: &mut Conn<S>, shutdown: &ShutdownWatch) {
         let mut stop = shutdown.clone();
         let mut req = Request::default();
         loop {
@@ -630,9 +692,9 @@ impl Gateway {
     }
 
     /// Read and parse the next request head into `req`.
-    async fn next_request(
+    async fn next_request<S: ClientIo>(
         &self,
-        c: &mut Conn,
+        c: &mut Conn<S>,
         req: &mut Request,
         stop: &mut ShutdownWatch,
     ) -> NextRequest {
@@ -694,7 +756,12 @@ impl Gateway {
 
     /// Steps 1–8 for one request. `Err`: the client connection must not be reused (an answer
     /// was written when one still could be).
-    async fn serve(&self, c: &mut Conn, req: &Request, ctx: &mut Ctx) -> Result<(), Fail> {
+    async fn serve<S: ClientIo>(
+        &self,
+        c: &mut Conn<S>,
+        req: &Request,
+        ctx: &mut Ctx,
+    ) -> Result<(), Fail> {
         let reject = match ctx.route {
             Route::Health | Route::Billing { ip_limited: false } => None,
             Route::Billing { ip_limited: true } => self.ip_take(ctx),
@@ -723,7 +790,12 @@ impl Gateway {
     }
 
     /// Write the gateway's own answer `r`.
-    async fn answer(&self, c: &mut Conn, ctx: &mut Ctx, r: &Reject) -> Result<(), Fail> {
+    async fn answer<S: ClientIo>(
+        &self,
+        c: &mut Conn<S>,
+        ctx: &mut Ctx,
+        r: &Reject,
+    ) -> Result<(), Fail> {
         ctx.reject = Some(r.reason());
         ctx.status = r.status();
         c.out.clear();
@@ -734,9 +806,9 @@ impl Gateway {
     /// Answer `r` instead of proxying. The request's body, unread, is read and discarded when
     /// small; otherwise the connection closes after the answer (lingering briefly, so a client
     /// still sending sees the answer rather than a reset).
-    async fn refuse(
+    async fn refuse<S: ClientIo>(
         &self,
-        c: &mut Conn,
+        c: &mut Conn<S>,
         req: &Request,
         ctx: &mut Ctx,
         r: Reject,
@@ -767,7 +839,12 @@ impl Gateway {
     }
 
     /// Step 7: send the request to its upstream and stream the answer back.
-    async fn forward(&self, c: &mut Conn, req: &Request, ctx: &mut Ctx) -> Result<(), Fail> {
+    async fn forward<S: ClientIo>(
+        &self,
+        c: &mut Conn<S>,
+        req: &Request,
+        ctx: &mut Ctx,
+    ) -> Result<(), Fail> {
         let ups = &self.upstreams;
         let (up, read_timeout) = match ctx.route {
             Route::Engine(EngineOp::Events) => (&ups.engine, ups.events_read_timeout),
@@ -928,9 +1005,9 @@ impl Gateway {
 
     /// Send the head in `c.out` and the request body to the upstream, enforcing the body limit
     /// on engine routes.
-    async fn send_body(
+    async fn send_body<S: ClientIo>(
         &self,
-        c: &mut Conn,
+        c: &mut Conn<S>,
         req: &Request,
         ctx: &Ctx,
         tcp: &mut TcpStream,
@@ -1110,8 +1187,8 @@ impl Gateway {
 
 /// Read the response head into `c.resp`, passing over interim (1xx) answers: the gateway
 /// answers `Expect: 100-continue` itself and does not forward it.
-async fn read_response_head(
-    c: &mut Conn,
+async fn read_response_head<S: ClientIo>(
+    c: &mut Conn<S>,
     req: &Request,
     tcp: &mut TcpStream,
     read_timeout: Duration,
