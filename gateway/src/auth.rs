@@ -12,7 +12,7 @@ use crate::tier_meta::{TierMeta, TierMetas};
 use crate::usage::KeyUsage;
 use moka::future::Cache;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stellar_common::{keys, Db, Tier};
 use uuid::Uuid;
@@ -26,7 +26,7 @@ pub struct Principal {
     /// The tier's header values and metric handles.
     pub meta: Arc<TierMeta>,
     /// This key's requests not yet written to the account DB (see [`crate::usage`]).
-    pub usage: Mutex<KeyUsage>,
+    pub usage: KeyUsage,
     /// End of its time in the cache: milliseconds on [`AuthCache`]'s clock. (The time-to-live
     /// is checked here rather than by moka: moka's own TTL costs ~30 bytes per entry, and this
     /// field fits in the padding of the principal's allocation.)
@@ -216,7 +216,7 @@ impl AuthCache {
                 key_id: p.key_id,
                 meta: self.metas.get(&tier),
                 tier,
-                usage: Mutex::default(),
+                usage: KeyUsage::default(),
                 expires_ms: self.now_ms().saturating_add(self.ttl_ms),
             });
             if !self.feed_ready.load(Ordering::SeqCst) {
@@ -648,6 +648,41 @@ mod tests {
         }
         c.sweep().await;
         assert!(c.len() <= 10, "{} entries", c.len());
+    }
+
+    /// The usage counter in a principal: counts of one hour move to the shared table when the
+    /// next hour's first request arrives; the flush writes both hours and the last use.
+    #[tokio::test]
+    async fn usage_rolls_over_hours() {
+        let _serial = QUERY_COUNT.lock().await;
+        let db = sqlite().await;
+        let (key, uid, kid) = user_with_key(&db, "free").await;
+        let c = cache(100);
+        c.set_feed_ready();
+        let usage = crate::usage::Usage::default();
+        let Auth::Ok(p) = c.resolve(&key, Some(&db)).await.0 else {
+            panic!()
+        };
+        let h: i64 = 500_000 * 3600; // the start of an hour
+        for t in [h + 5, h + 3599, h + 3600, h + 3601, h + 3602, h + 10] {
+            usage.record_key(&p, t);
+        }
+        usage.flush(&db).await.unwrap();
+        usage.record_key(&p, h + 2 * 3600);
+        usage.flush(&db).await.unwrap();
+        let rows: Vec<(i64, i64)> = stellar_common::with_db!(&db, q => sqlx::query_as("SELECT hour_start, requests FROM usage_hourly WHERE user_id = $1 ORDER BY hour_start")
+            .bind(uid).fetch_all(q).await.unwrap());
+        // The request stamped h + 10 came after the clock reached the next hour: it counts there.
+        assert_eq!(rows, vec![(h, 2), (h + 3600, 4), (h + 7200, 1)]);
+        let last: Option<chrono::DateTime<chrono::Utc>> = stellar_common::with_db!(&db, q => sqlx::query_scalar("SELECT last_used_at FROM api_keys WHERE id = $1").bind(kid).fetch_one(q).await.unwrap());
+        assert_eq!(last.unwrap().timestamp(), h + 7200);
+        // A principal is 64 bytes (80 with its reference counts: one allocation size class
+        // below what a lock around the counter cost; 100,000 of them are in the memory budget).
+        assert!(
+            std::mem::size_of::<Principal>() <= 64,
+            "{}",
+            std::mem::size_of::<Principal>()
+        );
     }
 
     /// A principal evicted from the cache keeps its unflushed request counts: the usage queue

@@ -1220,7 +1220,7 @@ async fn read_response_head<S: ClientIo>(
                 Err(e) => return Err(Fail::upstream(e.to_string(), Reject::BadGateway)),
             }
         }
-        c.ubuf.reserve(8 * 1024);
+        c.ubuf.reserve(4 * 1024);
         match timed(read_timeout, tcp.read_buf(&mut c.ubuf)).await {
             Ok(0) => {
                 return Err(Fail::Upstream {

@@ -1,6 +1,6 @@
 //! Write-behind usage: requests per account per hour (`usage_hourly`, the dashboard's 24 h
 //! chart) and `api_keys.last_used_at`. The request path only bumps a counter that lives in the
-//! key's cached principal (an uncontended lock of its own, no shared map); a key is queued once
+//! key's cached principal (one atomic word, no lock, no shared map); a key is queued once
 //! per flush interval. A background task gathers the queued counters and flushes everything in
 //! one transaction every few seconds and at shutdown.
 
@@ -8,21 +8,34 @@ use crate::auth::Principal;
 use crate::metrics::{DB_ERRORS, DB_QUERIES};
 use chrono::{DateTime, TimeZone, Utc};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use stellar_common::{with_db, Db};
 use uuid::Uuid;
 
-/// One key's requests since it was last gathered. Compact (it lives in every cached
-/// principal): hours since the epoch and unix seconds fit `u32` until 2106.
+/// One key's requests since it was last gathered, in one atomic word (it lives in every cached
+/// principal, and the request path updates it without a lock): the unix second of the last
+/// request (whose hour is the hour the count belongs to; `u32` until 2106), the count, and
+/// whether the key is in [`Usage`]'s queue.
 #[derive(Debug, Default)]
-pub struct KeyUsage {
-    /// The hour `count` belongs to (hours since the unix epoch).
-    hour: u32,
-    count: u32,
-    /// Unix seconds of the last request (0 = none).
-    last_used: u32,
-    /// In [`Usage`]'s queue already.
-    queued: bool,
+pub struct KeyUsage(AtomicU64);
+
+const COUNT_BITS: u32 = 31;
+const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
+const QUEUED: u64 = 1 << COUNT_BITS;
+
+/// (last used, count, queued)
+fn unpack(v: u64) -> (u32, u64, bool) {
+    ((v >> 32) as u32, v & COUNT_MAX, v & QUEUED != 0)
+}
+
+fn pack(last_used: u32, count: u64, queued: bool) -> u64 {
+    (u64::from(last_used) << 32) | count.min(COUNT_MAX) | if queued { QUEUED } else { 0 }
+}
+
+fn hour_start(unix: u32) -> i64 {
+    let t = i64::from(unix);
+    t - t.rem_euclid(3600)
 }
 
 /// How many queued keys one flush transaction writes at most (bounds the memory and the
@@ -46,27 +59,38 @@ pub struct Usage(Mutex<Pending>, Mutex<Vec<Arc<Principal>>>);
 impl Usage {
     /// Count one request made with the key of `p` at unix time `now` (the hot path).
     pub fn record_key(&self, p: &Arc<Principal>, now: i64) {
-        let hour = to_u32(now.div_euclid(3600));
-        let mut u = p.usage.lock().unwrap_or_else(|e| e.into_inner());
-        if u.count > 0 && (u.hour != hour || u.count == u32::MAX) {
-            // A new hour: the old one's count goes to the shared table (once an hour per key).
-            let mut pending = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            *pending
-                .hourly
-                .entry((p.user_id, i64::from(u.hour) * 3600))
-                .or_default() += i64::from(u.count);
-            u.count = 0;
-        }
-        u.hour = hour;
-        u.count += 1;
-        u.last_used = u.last_used.max(to_u32(now));
-        if !u.queued {
-            u.queued = true;
-            drop(u);
-            self.1
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(p.clone());
+        let now = to_u32(now);
+        let mut cur = p.usage.0.load(Ordering::Relaxed);
+        loop {
+            let (last, count, queued) = unpack(cur);
+            // A new hour (or a full counter): the old count goes to the shared table, once an
+            // hour per key. A clock that stepped back counts in the hour of the last request.
+            let carry =
+                count > 0 && ((now > last && now / 3600 != last / 3600) || count == COUNT_MAX);
+            let next = pack(last.max(now), if carry { 1 } else { count + 1 }, true);
+            match p
+                .usage
+                .0
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    if carry {
+                        let mut pending = self.0.lock().unwrap_or_else(|e| e.into_inner());
+                        *pending
+                            .hourly
+                            .entry((p.user_id, hour_start(last)))
+                            .or_default() += count as i64;
+                    }
+                    if !queued {
+                        self.1
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(p.clone());
+                    }
+                    return;
+                }
+                Err(actual) => cur = actual,
+            }
         }
     }
 
@@ -87,19 +111,20 @@ impl Usage {
         }
         let mut pending = self.0.lock().unwrap_or_else(|e| e.into_inner());
         for p in &queued {
-            let mut u = p.usage.lock().unwrap_or_else(|e| e.into_inner());
-            if u.count > 0 {
+            // Take the count and leave the queue in one step; the last use stays (it dates
+            // the next count).
+            let (last, count, _) =
+                unpack(p.usage.0.fetch_and(!(COUNT_MAX | QUEUED), Ordering::AcqRel));
+            if count > 0 {
                 *pending
                     .hourly
-                    .entry((p.user_id, i64::from(u.hour) * 3600))
-                    .or_default() += i64::from(u.count);
+                    .entry((p.user_id, hour_start(last)))
+                    .or_default() += count as i64;
             }
-            if u.last_used > 0 {
+            if last > 0 {
                 let t = pending.last_used.entry(p.key_id).or_default();
-                *t = (*t).max(i64::from(u.last_used));
+                *t = (*t).max(i64::from(last));
             }
-            u.count = 0;
-            u.queued = false;
         }
         queued.len()
     }
