@@ -7,7 +7,9 @@
 //!
 //! Throughput and latency percentiles come from `wrk` (closed loop, `--latency`); the "p99
 //! added at half load" figure comes from an open-loop fixed-rate client (raw keep-alive sockets)
-//! at half of (a)'s peak rate, and at half of (b)'s peak when that is lower.
+//! at half of (a)'s peak rate, and at half of (b)'s peak when that is lower, for the gateway and
+//! for nginx at the same rates. Each proxy's CPU time per request is read from `/proc` around
+//! its wrk run.
 //! The request is `GET /api/v1/stats` of one tenant, the cheapest engine call, so the proxy's
 //! own cost dominates the difference. Everything runs on this machine: load generator, proxies
 //! and engine share the cores, which the report states.
@@ -265,8 +267,8 @@ fn start_nginx(dir: &Path, listen: &str, upstream: &str, workers: usize) -> anyh
     std::fs::create_dir_all(dir.join("logs"))?;
     let conf = format!(
         "worker_processes {workers};\ndaemon off;\npid {pid};\nerror_log {dir}/logs/error.log warn;\nevents {{ worker_connections 4096; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {dir}/tmp;\n  proxy_temp_path {dir}/tmp;\n  fastcgi_temp_path {dir}/tmp;\n  uwsgi_temp_path {dir}/tmp;\n  scgi_temp_path {dir}/tmp;\n\
-         upstream engine {{ server {upstream}; keepalive 128; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 1000000;\n  keepalive_timeout 75s;\n  client_body_temp_path {dir}/tmp;\n  proxy_temp_path {dir}/tmp;\n  fastcgi_temp_path {dir}/tmp;\n  uwsgi_temp_path {dir}/tmp;\n  scgi_temp_path {dir}/tmp;\n\
+         upstream engine {{ server {upstream}; keepalive 128; keepalive_requests 1000000; }}\n\
          server {{\n    listen {listen};\n    location / {{\n      proxy_pass http://engine;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
         pid = dir.join("nginx.pid").display(),
         dir = dir.display(),
@@ -289,6 +291,49 @@ fn start_nginx(dir: &Path, listen: &str, upstream: &str, workers: usize) -> anyh
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(Nginx { child })
+}
+
+/// CPU seconds (user + system) used so far by these processes and their child processes
+/// (nginx's workers are children of its master).
+fn cpu_secs(pids: &[u32]) -> f64 {
+    let mut all = pids.to_vec();
+    for pid in pids {
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        all.extend(
+            children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+    }
+    let ticks: u64 = all
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .map(|stat| {
+            // Fields after the command name (which may contain spaces): utime is the 14th
+            // field of the line, stime the 15th.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            num(11) + num(12)
+        })
+        .sum();
+    // Linux reports these in USER_HZ, 100 per second.
+    ticks as f64 / 100.0
+}
+
+/// A wrk run against a proxy, with the proxy's CPU time per request.
+fn wrk_with_cpu(
+    url: &str,
+    headers: &[(&str, String)],
+    secs: u64,
+    conns: u32,
+    pids: &[u32],
+) -> anyhow::Result<(WrkResult, f64)> {
+    let before = cpu_secs(pids);
+    let r = wrk(url, headers, secs, conns)?;
+    let used = cpu_secs(pids) - before;
+    Ok((r, used / (r.rps * secs as f64).max(1.0) * 1e6))
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -490,7 +535,7 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
 
     let (gw, gw_addr) = start_gateway(&engine_addr, &db_url, &tiers, None, opts.workers)?;
     let nginx_addr = free_addr();
-    let _nginx = start_nginx(
+    let nginx = start_nginx(
         &dir.path().join("nginx"),
         &nginx_addr,
         &engine_addr,
@@ -511,12 +556,20 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
         secs,
         conns,
     )?;
-    let via_gw = wrk(&format!("http://{gw_addr}{path}"), &key_hdr, secs, conns)?;
-    let via_nginx = wrk(
+    let gw_pid = gw.pid().unwrap_or(0);
+    let (via_gw, gw_cpu) = wrk_with_cpu(
+        &format!("http://{gw_addr}{path}"),
+        &key_hdr,
+        secs,
+        conns,
+        &[gw_pid],
+    )?;
+    let (via_nginx, nginx_cpu) = wrk_with_cpu(
         &format!("http://{nginx_addr}{path}"),
         &user_hdr,
         secs,
         conns,
+        &[nginx.child.id()],
     )?;
 
     // p99 added at a fixed rate, open loop: at half of the direct peak (the target's
@@ -530,7 +583,8 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
     for &rate in &rates {
         let d = paced(&engine_addr, path, &user_hdr, rate, secs, 64).await?;
         let g = paced(&gw_addr, path, &key_hdr, rate, secs, 64).await?;
-        paced_rows.push((d, g));
+        let n = paced(&nginx_addr, path, &user_hdr, rate, secs, 64).await?;
+        paced_rows.push((d, g, n));
     }
     let gw_idle_rss = gw.pid().map_or(0.0, rss_mib);
 
@@ -546,6 +600,9 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
     md.push_str(&row("(a) engine directly", &direct));
     md.push_str(&row("(b) gateway (auth + limiter + quota)", &via_gw));
     md.push_str(&row("(c) nginx proxy_pass, no auth", &via_nginx));
+    md.push_str(&format!(
+        "\nCPU per request (user + system, read from /proc): gateway **{gw_cpu:.1} µs**, nginx (master and workers) **{nginx_cpu:.1} µs**.\n"
+    ));
     let ratio = via_gw.rps / via_nginx.rps;
     md.push_str(&format!(
         "\nRatios: (b)/(c) throughput = **{ratio:.2}** (target ≥ 0.90: {}); (b)/(a) = {:.2}; (c)/(a) = {:.2}.\n\n",
@@ -557,8 +614,9 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
         "Fixed rate, open loop (64 keep-alive connections, raw HTTP/1.1 client, no coordinated omission):\n\n\
          | rate req/s | path | achieved req/s | p50 ms | p99 ms | errors | p99 added |\n|---|---|---|---|---|---|---|\n",
     );
-    for (i, (d, g)) in paced_rows.iter().enumerate() {
+    for (i, (d, g, n)) in paced_rows.iter().enumerate() {
         let added = g.p99_ms - d.p99_ms;
+        let nginx_added = n.p99_ms - d.p99_ms;
         let what = if i == 0 {
             "½ of (a)'s peak"
         } else {
@@ -566,7 +624,7 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
         };
         let overloaded = g.achieved < g.rate * 0.97;
         md.push_str(&format!(
-            "| {:.0} ({what}) | (a) direct | {:.0} | {:.2} | {:.2} | {} | |\n| | (b) gateway | {:.0} | {:.2} | {:.2} | {} | **{added:.2} ms** ({}) |\n",
+            "| {:.0} ({what}) | (a) direct | {:.0} | {:.2} | {:.2} | {} | |\n| | (b) gateway | {:.0} | {:.2} | {:.2} | {} | **{added:.2} ms** ({}) |\n| | (c) nginx | {:.0} | {:.2} | {:.2} | {} | {nginx_added:.2} ms |\n",
             d.rate, d.achieved, d.p50_ms, d.p99_ms, d.errors, g.achieved, g.p50_ms, g.p99_ms, g.errors,
             if overloaded {
                 "gateway over capacity at this rate"
@@ -574,7 +632,8 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
                 "target ≤ 1 ms met"
             } else {
                 "target ≤ 1 ms NOT met"
-            }
+            },
+            n.achieved, n.p50_ms, n.p99_ms, n.errors,
         ));
     }
     md.push('\n');
