@@ -10,8 +10,9 @@
 //!    behind the [`limits::Limiter`] seam; [`redis_limit`] is the shared implementation.
 //! 4. [`quota`] — memory quota reservations and the agent limit in the account DB, and the
 //!    periodic reconciliation with the engine.
-//! 5. [`proxy`] — the request path that calls all of the above, header hygiene, streaming;
-//!    [`upstream`] holds the upstream connections.
+//! 5. [`proxy`] — the request path that calls all of the above, header hygiene, streaming, on
+//!    pingora's server; [`h1`] is its HTTP/1.1 framing (heads parsed in place, bodies passed
+//!    through) and [`upstream`] holds the upstream connections.
 //! 6. [`errors`] — every answer the gateway writes itself, in one place.
 //! 7. [`usage`] (write-behind counters), [`metrics`] (with [`tier_meta`]: per-tier header values
 //!    and metric handles built once), [`ops`] (/metrics, /healthz, /readyz), and [`service`],
