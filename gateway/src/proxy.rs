@@ -117,7 +117,8 @@ const CONNECT_RETRIES: u8 = 2;
 /// Downstream keep-alive: how long an idle client connection is kept.
 const KEEPALIVE: Duration = Duration::from_secs(75);
 
-/// How long a client has to send the rest of a request head once it has started one.
+/// How long a client has to send the rest of a request head once it has started one (in all,
+/// not per read).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// After a refusal whose request body was not read, how long the connection keeps reading and
@@ -698,6 +699,7 @@ impl Gateway {
         req: &mut Request,
         stop: &mut ShutdownWatch,
     ) -> NextRequest {
+        let mut started: Option<Instant> = None;
         loop {
             if !c.buf.is_empty() {
                 match h1::parse_request(&c.buf, &mut req.head) {
@@ -724,7 +726,10 @@ impl Gateway {
                     _ = stop.changed() => return NextRequest::Closed,
                 }
             } else {
-                timed(HEAD_TIMEOUT, c.io.read_buf(&mut c.buf)).await
+                // One deadline for the whole head, however slowly its bytes trickle in.
+                let since = *started.get_or_insert_with(Instant::now);
+                let left = HEAD_TIMEOUT.saturating_sub(since.elapsed());
+                timed(left, c.io.read_buf(&mut c.buf)).await
             };
             match read {
                 Ok(n) if n > 0 => {}
