@@ -650,16 +650,21 @@ mod tests {
         assert!(c.len() <= 10, "{} entries", c.len());
     }
 
+    /// A DB with one user and key (key, user id, key id), a ready cache and usage counters.
+    async fn usage_setup() -> (Db, AuthCache, crate::usage::Usage, String, Uuid, Uuid) {
+        let db = sqlite().await;
+        let (key, uid, kid) = user_with_key(&db, "free").await;
+        let c = cache(100);
+        c.set_feed_ready();
+        (db, c, crate::usage::Usage::default(), key, uid, kid)
+    }
+
     /// The usage counter in a principal: counts of one hour move to the shared table when the
     /// next hour's first request arrives; the flush writes both hours and the last use.
     #[tokio::test]
     async fn usage_rolls_over_hours() {
         let _serial = QUERY_COUNT.lock().await;
-        let db = sqlite().await;
-        let (key, uid, kid) = user_with_key(&db, "free").await;
-        let c = cache(100);
-        c.set_feed_ready();
-        let usage = crate::usage::Usage::default();
+        let (db, c, usage, key, uid, kid) = usage_setup().await;
         let Auth::Ok(p) = c.resolve(&key, Some(&db)).await.0 else {
             panic!()
         };
@@ -690,11 +695,7 @@ mod tests {
     #[tokio::test]
     async fn evicted_principal_keeps_its_usage() {
         let _serial = QUERY_COUNT.lock().await;
-        let db = sqlite().await;
-        let (key, uid, kid) = user_with_key(&db, "free").await;
-        let c = cache(100);
-        c.set_feed_ready();
-        let usage = crate::usage::Usage::default();
+        let (db, c, usage, key, uid, kid) = usage_setup().await;
         let now = chrono::Utc::now().timestamp();
         {
             let Auth::Ok(p) = c.resolve(&key, Some(&db)).await.0 else {

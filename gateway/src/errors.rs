@@ -230,9 +230,9 @@ impl Reject {
 mod tests {
     use super::*;
 
-    #[test]
-    fn problem_bodies_keep_detail() {
-        let r = Reject::RateLimited {
+    /// A refusal by the "free" policy (60 per minute), retry after `retry_after_secs`.
+    fn rate_limited(retry_after_secs: u64) -> Reject {
+        Reject::RateLimited {
             policy: "free".into(),
             rate: Rate {
                 per_minute: 60,
@@ -242,9 +242,14 @@ mod tests {
                 allowed: false,
                 remaining: 0,
                 reset_secs: 60,
-                retry_after_secs: 1,
+                retry_after_secs,
             },
-        };
+        }
+    }
+
+    #[test]
+    fn problem_bodies_keep_detail() {
+        let r = rate_limited(1);
         let (b, ct) = r.body();
         assert_eq!(ct, "application/problem+json");
         assert_eq!(b["type"], QUOTA_EXCEEDED_TYPE);
@@ -274,19 +279,7 @@ mod tests {
 
     #[test]
     fn written_answers_parse_back() {
-        let r = Reject::RateLimited {
-            policy: "free".into(),
-            rate: Rate {
-                per_minute: 60,
-                burst: 60,
-            },
-            decision: Decision {
-                allowed: false,
-                remaining: 0,
-                reset_secs: 60,
-                retry_after_secs: 7,
-            },
-        };
+        let r = rate_limited(7);
         for close in [false, true] {
             let mut out = Vec::new();
             r.write(&mut out, "req-1", close);

@@ -220,26 +220,31 @@ pub fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
+/// The length of a head from httparse's answer on a buffer of `buffered` bytes: `None` while
+/// incomplete (and within [`MAX_HEAD`]).
+fn head_len(
+    parsed: httparse::Result<usize>,
+    buffered: usize,
+    malformed: &'static str,
+) -> Result<Option<usize>, Invalid> {
+    match parsed {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => Err(Invalid::TooLarge),
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if buffered > MAX_HEAD => Err(Invalid::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(Invalid::TooLarge),
+        Err(_) => Err(Invalid::Malformed(malformed)),
+    }
+}
+
 /// Parse a request head at the start of `buf`. `Ok(None)`: incomplete. On success, returns the
 /// head's length; `head` describes `buf[..len]`.
 pub fn parse_request(buf: &[u8], head: &mut Head) -> Result<Option<usize>, Invalid> {
     let mut raw = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut req = httparse::Request::new(&mut raw);
-    let len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return if buf.len() > MAX_HEAD {
-                Err(Invalid::TooLarge)
-            } else {
-                Ok(None)
-            }
-        }
-        Err(httparse::Error::TooManyHeaders) => return Err(Invalid::TooLarge),
-        Err(_) => return Err(Invalid::Malformed("malformed request head")),
+    let Some(len) = head_len(req.parse(buf), buf.len(), "malformed request head")? else {
+        return Ok(None);
     };
-    if len > MAX_HEAD {
-        return Err(Invalid::TooLarge);
-    }
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(Invalid::Malformed("malformed request line"));
     };
@@ -292,21 +297,9 @@ pub fn parse_response(
 ) -> Result<Option<usize>, Invalid> {
     let mut raw = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut resp = httparse::Response::new(&mut raw);
-    let len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return if buf.len() > MAX_HEAD {
-                Err(Invalid::TooLarge)
-            } else {
-                Ok(None)
-            }
-        }
-        Err(httparse::Error::TooManyHeaders) => return Err(Invalid::TooLarge),
-        Err(_) => return Err(Invalid::Malformed("malformed response head")),
+    let Some(len) = head_len(resp.parse(buf), buf.len(), "malformed response head")? else {
+        return Ok(None);
     };
-    if len > MAX_HEAD {
-        return Err(Invalid::TooLarge);
-    }
     let (Some(status), Some(minor)) = (resp.code, resp.version) else {
         return Err(Invalid::Malformed("malformed status line"));
     };

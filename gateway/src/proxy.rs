@@ -541,10 +541,11 @@ impl<S: ClientIo> Conn<S> {
         .map_err(|_| Fail::Client("write failed", None))
     }
 
-    /// Write `self.out` to the client and flush.
+    /// Write `self.out` to the client, flush, and empty it (its capacity stays).
     async fn send_out(&mut self) -> Result<(), Fail> {
-        let out = std::mem::take(&mut self.out);
+        let mut out = std::mem::take(&mut self.out);
         let r = self.send(&out).await;
+        out.clear();
         self.out = out;
         r
     }
@@ -928,7 +929,6 @@ impl Gateway {
         ctx.status = status;
 
         // The body, as it arrives (SSE included: every read is written and flushed at once).
-        let upstream_io = |what: &'static str| move |e| Fail::upstream_io(what, e, false);
         match body {
             Body::None => c.send_out().await?,
             Body::Length(mut left) => loop {
@@ -937,16 +937,10 @@ impl Gateway {
                 c.ubuf.advance(n);
                 left -= n as u64;
                 c.send_out().await?;
-                c.out.clear();
                 if left == 0 {
                     break;
                 }
-                c.ubuf.reserve(16 * 1024);
-                if timed(read_timeout, tcp.read_buf(&mut c.ubuf))
-                    .await
-                    .map_err(upstream_io("reading the response body"))?
-                    == 0
-                {
+                if read_body_more(&mut tcp, &mut c.ubuf, read_timeout).await? == 0 {
                     return Err(Fail::upstream("closed mid-body", Reject::BadGateway));
                 }
             },
@@ -968,17 +962,11 @@ impl Gateway {
                     c.ubuf.advance(n);
                     if !c.out.is_empty() {
                         c.send_out().await?;
-                        c.out.clear();
                     }
                     if walker.done() {
                         break;
                     }
-                    c.ubuf.reserve(16 * 1024);
-                    if timed(read_timeout, tcp.read_buf(&mut c.ubuf))
-                        .await
-                        .map_err(upstream_io("reading the response body"))?
-                        == 0
-                    {
+                    if read_body_more(&mut tcp, &mut c.ubuf, read_timeout).await? == 0 {
                         return Err(Fail::upstream("closed mid-body", Reject::BadGateway));
                     }
                 }
@@ -988,14 +976,8 @@ impl Gateway {
                 c.ubuf.clear();
                 if !c.out.is_empty() {
                     c.send_out().await?;
-                    c.out.clear();
                 }
-                c.ubuf.reserve(16 * 1024);
-                if timed(read_timeout, tcp.read_buf(&mut c.ubuf))
-                    .await
-                    .map_err(upstream_io("reading the response body"))?
-                    == 0
-                {
+                if read_body_more(&mut tcp, &mut c.ubuf, read_timeout).await? == 0 {
                     break;
                 }
             },
@@ -1241,6 +1223,18 @@ async fn read_response_head<S: ClientIo>(
             Err(e) => return Err(Fail::upstream_io("reading the response", e, !received)),
         }
     }
+}
+
+/// Read more of a response body from the upstream into `ubuf`; `Ok(0)` at its end of stream.
+async fn read_body_more(
+    tcp: &mut TcpStream,
+    ubuf: &mut BytesMut,
+    read_timeout: Duration,
+) -> Result<usize, Fail> {
+    ubuf.reserve(16 * 1024);
+    timed(read_timeout, tcp.read_buf(ubuf))
+        .await
+        .map_err(|e| Fail::upstream_io("reading the response body", e, false))
 }
 
 fn connect_error(e: ConnectError) -> Fail {

@@ -380,24 +380,10 @@ both_dbs!(engine_tenancy_sse_metrics_502, super::engine_behaviour);
 /// Send raw bytes, read what comes back until the peer closes or `until` is seen after a
 /// complete head (a crude HTTP/1 client, so the test controls every byte on the wire).
 async fn raw_exchange(addr: &str, req: &[u8], until: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(req).await.unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-            Err(_) => {}
-        }
-        let text = String::from_utf8_lossy(&out);
-        if !until.is_empty() && text.contains(until) {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    read_until(&mut s, until).await
 }
 
 /// An upstream that answers each request on a connection and then, 50 ms later, closes the
@@ -739,17 +725,21 @@ async fn http1_framing_end_to_end() {
     assert!(out.ends_with("ok"), "{out}");
 }
 
-/// Read from `s` until `until` has been seen (or 5 s pass).
+/// Read from `s` until `until` has been seen (with an empty `until`: until the peer closes), or
+/// 5 s pass.
 async fn read_until(s: &mut tokio::net::TcpStream, until: &str) -> String {
     use tokio::io::AsyncReadExt;
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !String::from_utf8_lossy(&out).contains(until) && Instant::now() < deadline {
+    while Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
             Err(_) => {}
+        }
+        if !until.is_empty() && String::from_utf8_lossy(&out).contains(until) {
+            break;
         }
     }
     String::from_utf8_lossy(&out).into_owned()
