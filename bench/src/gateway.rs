@@ -1,14 +1,15 @@
 //! `stellar-bench gateway`: what the gateway costs, measured against the same upstream three
 //! ways in one run — (a) the engine directly, (b) through the gateway with auth, limiter and
 //! quota on (tier limits so large nothing is refused), (c) through nginx as a plain
-//! `proxy_pass` with upstream keep-alive and no auth — plus the gateway's memory with 100,000
+//! `proxy_pass` with upstream keep-alive and no auth, and the floor under any proxy: a relay that
+//! only copies bytes (`crate::relay`) — plus the gateway's memory with 100,000
 //! distinct cached keys, the cost of the Redis limiter per request, and two gateways sharing
 //! one Redis.
 //!
 //! Throughput and latency percentiles come from `wrk` (closed loop, `--latency`); the "p99
 //! added at half load" figure comes from an open-loop fixed-rate client (raw keep-alive sockets)
 //! at half of (a)'s peak rate, and at half of (b)'s peak when that is lower, for the gateway and
-//! for nginx at the same rates. Each proxy's CPU time per request is read from `/proc` around
+//! for nginx and the relay at the same rates. Each proxy's CPU time per request is read from `/proc` around
 //! its wrk run.
 //! The request is `GET /api/v1/stats` of one tenant, the cheapest engine call, so the proxy's
 //! own cost dominates the difference. Everything runs on this machine: load generator, proxies
@@ -242,13 +243,14 @@ async fn paced(
     })
 }
 
-struct Nginx {
+/// A comparison proxy's process (nginx, the relay), stopped with SIGTERM when dropped.
+struct Proc {
     child: Child,
 }
 
-impl Drop for Nginx {
+impl Drop for Proc {
     fn drop(&mut self) {
-        // SIGTERM to the master stops its workers too (SIGKILL would orphan them, still
+        // SIGTERM to nginx's master stops its workers too (SIGKILL would orphan them, still
         // listening and holding the port).
         stellar_tests::spawn::signal(self.child.id(), "TERM");
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -263,7 +265,36 @@ impl Drop for Nginx {
     }
 }
 
-fn start_nginx(dir: &Path, listen: &str, upstream: &str, workers: usize) -> anyhow::Result<Nginx> {
+/// Wait up to 10 s until `child` accepts connections on `listen`.
+fn listening(child: Child, listen: &str) -> anyhow::Result<Proc> {
+    let proc = Proc { child };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(listen).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "{listen} is not listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(proc)
+}
+
+/// The byte-copying relay (`stellar-bench relay`, this same binary) in front of `upstream`.
+fn start_relay(listen: &str, upstream: &str, workers: usize) -> anyhow::Result<Proc> {
+    let child = Command::new(std::env::current_exe()?)
+        .args([
+            "relay",
+            "--listen",
+            listen,
+            "--upstream",
+            upstream,
+            "--threads",
+        ])
+        .arg(workers.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting the relay")?;
+    listening(child, listen)
+}
+
+fn start_nginx(dir: &Path, listen: &str, upstream: &str, workers: usize) -> anyhow::Result<Proc> {
     std::fs::create_dir_all(dir.join("logs"))?;
     let conf = format!(
         "worker_processes {workers};\ndaemon off;\npid {pid};\nerror_log {dir}/logs/error.log warn;\nevents {{ worker_connections 4096; }}\n\
@@ -285,12 +316,7 @@ fn start_nginx(dir: &Path, listen: &str, upstream: &str, workers: usize) -> anyh
         .stderr(Stdio::null())
         .spawn()
         .context("starting nginx")?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(listen).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "nginx did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(Nginx { child })
+    listening(child, listen)
 }
 
 /// CPU seconds (user + system) used so far by these processes and their child processes
@@ -541,12 +567,15 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
         &engine_addr,
         opts.workers,
     )?;
+    let relay_addr = free_addr();
+    let relay = start_relay(&relay_addr, &engine_addr, opts.workers)?;
 
-    // Warm-up, then the three ways.
+    // Warm-up, then the three ways and the relay.
     for (url, h) in [
         (format!("http://{engine_addr}{path}"), &user_hdr),
         (format!("http://{gw_addr}{path}"), &key_hdr),
         (format!("http://{nginx_addr}{path}"), &user_hdr),
+        (format!("http://{relay_addr}{path}"), &user_hdr),
     ] {
         wrk(&url, h, 2, conns)?;
     }
@@ -571,6 +600,13 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
         conns,
         &[nginx.child.id()],
     )?;
+    let (via_relay, relay_cpu) = wrk_with_cpu(
+        &format!("http://{relay_addr}{path}"),
+        &user_hdr,
+        secs,
+        conns,
+        &[relay.child.id()],
+    )?;
 
     // p99 added at a fixed rate, open loop: at half of the direct peak (the target's
     // definition), and at half of the gateway's own peak when that is lower (above its
@@ -584,7 +620,8 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
         let d = paced(&engine_addr, path, &user_hdr, rate, secs, 64).await?;
         let g = paced(&gw_addr, path, &key_hdr, rate, secs, 64).await?;
         let n = paced(&nginx_addr, path, &user_hdr, rate, secs, 64).await?;
-        paced_rows.push((d, g, n));
+        let r = paced(&relay_addr, path, &user_hdr, rate, secs, 64).await?;
+        paced_rows.push((d, g, n, r));
     }
     let gw_idle_rss = gw.pid().map_or(0.0, rss_mib);
 
@@ -600,8 +637,9 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
     md.push_str(&row("(a) engine directly", &direct));
     md.push_str(&row("(b) gateway (auth + limiter + quota)", &via_gw));
     md.push_str(&row("(c) nginx proxy_pass, no auth", &via_nginx));
+    md.push_str(&row("floor: TCP relay, copies bytes only", &via_relay));
     md.push_str(&format!(
-        "\nCPU per request (user + system, read from /proc): gateway **{gw_cpu:.1} µs**, nginx (master and workers) **{nginx_cpu:.1} µs**.\n"
+        "\nCPU per request (user + system, read from /proc): gateway **{gw_cpu:.1} µs**, nginx (master and workers) **{nginx_cpu:.1} µs**, relay **{relay_cpu:.1} µs**.\n"
     ));
     let ratio = via_gw.rps / via_nginx.rps;
     md.push_str(&format!(
@@ -614,9 +652,10 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
         "Fixed rate, open loop (64 keep-alive connections, raw HTTP/1.1 client, no coordinated omission):\n\n\
          | rate req/s | path | achieved req/s | p50 ms | p99 ms | errors | p99 added |\n|---|---|---|---|---|---|---|\n",
     );
-    for (i, (d, g, n)) in paced_rows.iter().enumerate() {
+    for (i, (d, g, n, r)) in paced_rows.iter().enumerate() {
         let added = g.p99_ms - d.p99_ms;
         let nginx_added = n.p99_ms - d.p99_ms;
+        let relay_added = r.p99_ms - d.p99_ms;
         let what = if i == 0 {
             "½ of (a)'s peak"
         } else {
@@ -624,7 +663,7 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
         };
         let overloaded = g.achieved < g.rate * 0.97;
         md.push_str(&format!(
-            "| {:.0} ({what}) | (a) direct | {:.0} | {:.2} | {:.2} | {} | |\n| | (b) gateway | {:.0} | {:.2} | {:.2} | {} | **{added:.2} ms** ({}) |\n| | (c) nginx | {:.0} | {:.2} | {:.2} | {} | {nginx_added:.2} ms |\n",
+            "| {:.0} ({what}) | (a) direct | {:.0} | {:.2} | {:.2} | {} | |\n| | (b) gateway | {:.0} | {:.2} | {:.2} | {} | **{added:.2} ms** ({}) |\n| | (c) nginx | {:.0} | {:.2} | {:.2} | {} | {nginx_added:.2} ms |\n| | floor: TCP relay | {:.0} | {:.2} | {:.2} | {} | {relay_added:.2} ms |\n",
             d.rate, d.achieved, d.p50_ms, d.p99_ms, d.errors, g.achieved, g.p50_ms, g.p99_ms, g.errors,
             if overloaded {
                 "gateway over capacity at this rate"
@@ -634,6 +673,7 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
                 "target ≤ 1 ms NOT met"
             },
             n.achieved, n.p50_ms, n.p99_ms, n.errors,
+            r.achieved, r.p50_ms, r.p99_ms, r.errors,
         ));
     }
     md.push('\n');

@@ -47,15 +47,31 @@ enum Cmd {
         #[arg(long)]
         only_rss: bool,
     },
+    /// The floor under any proxy: a byte-copying TCP relay (run by `gateway` as a process).
+    #[command(hide = true)]
+    Relay {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new;
     let report = match cli.command {
-        Cmd::Engine { sizes } => {
-            stellar_bench::engine::run(&sizes, &cli.bin_dir.join("stellar-engine")).await?
-        }
+        Cmd::Relay {
+            listen,
+            upstream,
+            threads,
+        } => return stellar_bench::relay::run(listen, upstream, threads),
+        Cmd::Engine { sizes } => runtime()?.block_on(stellar_bench::engine::run(
+            &sizes,
+            &cli.bin_dir.join("stellar-engine"),
+        ))?,
         Cmd::Gateway {
             secs,
             connections,
@@ -63,8 +79,8 @@ async fn main() -> anyhow::Result<()> {
             no_redis,
             workers,
             only_rss,
-        } => {
-            stellar_bench::gateway::run(stellar_bench::gateway::GatewayBenchOpts {
+        } => runtime()?.block_on(stellar_bench::gateway::run(
+            stellar_bench::gateway::GatewayBenchOpts {
                 bin_dir: cli.bin_dir.clone(),
                 duration_secs: secs,
                 connections,
@@ -72,9 +88,8 @@ async fn main() -> anyhow::Result<()> {
                 redis: !no_redis,
                 workers,
                 only_rss,
-            })
-            .await?
-        }
+            },
+        ))?,
     };
     println!("{report}");
     Ok(())
