@@ -24,6 +24,7 @@ struct Cli {
 async fn main() {
     let cli = Cli::parse();
     stellar_common::telemetry::init_tracing("stellar-billing");
+    stellar_common::telemetry::exit_with_parent();
     let config = exit_on_error(Config::load(cli.config.as_deref()));
     let settings = exit_on_error(stellar_billing::settings::Settings::from_config(&config));
     if cli.check_config {

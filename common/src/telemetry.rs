@@ -40,3 +40,33 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
 }
+
+/// Set by `stellar up` on each service it starts: the launcher's process id.
+pub const PARENT_PID_ENV: &str = "STELLAR_PARENT_PID";
+
+/// Stop together with the launcher. When `STELLAR_PARENT_PID` is set (by `stellar up`), ask
+/// the kernel to send this process SIGTERM, the signal every service drains on, when its parent
+/// dies, however it dies: a launcher killed with SIGKILL cannot stop its services itself, and
+/// they used to keep running and holding their ports. Without the variable (systemd, Fly, a
+/// shell) nothing changes. Call at the start of `main`, after `init_tracing`.
+///
+/// The kernel sends the signal when the *thread* that started this process exits, so the
+/// launcher starts its services from its main thread.
+pub fn exit_with_parent() {
+    let Some(parent) = std::env::var(PARENT_PID_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM) {
+        tracing::warn!(error = %e, "cannot arrange to stop with the launcher");
+        return;
+    }
+    // A launcher that died before the call above sends nothing: this process has already
+    // been handed to another parent.
+    if nix::unistd::getppid().as_raw() != parent {
+        tracing::error!(launcher_pid = parent, "the launcher is gone; exiting");
+        std::process::exit(1);
+    }
+}

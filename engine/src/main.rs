@@ -32,6 +32,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     stellar_common::telemetry::init_tracing("engine");
+    stellar_common::telemetry::exit_with_parent();
 
     let bind = |addr: std::net::SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)

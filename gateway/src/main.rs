@@ -26,6 +26,7 @@ struct Cli {
 fn main() {
     let cli = Cli::parse();
     stellar_common::telemetry::init_tracing("gateway");
+    stellar_common::telemetry::exit_with_parent();
     let config = exit_on_error(Config::load(cli.config.as_deref()));
     let gateway = exit_on_error(config.section::<stellar_gateway::GatewayConfig>("gateway"));
     let common = exit_on_error(config.common());

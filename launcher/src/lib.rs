@@ -6,7 +6,8 @@
 //! this process's environment (so every `STELLAR_*` setting reaches them) and `--config` passed
 //! through. Start order follows the dependencies (engine, billing — which applies the account
 //! DB migrations — then the gateway); stop order is the reverse, gateway first, so no request
-//! is accepted that could not be served.
+//! is accepted that could not be served. If this process is killed outright, the kernel sends
+//! each service SIGTERM (`stellar_common::telemetry::exit_with_parent`), so none is left behind.
 
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
@@ -130,6 +131,13 @@ pub async fn up(config_path: Option<&Path>) -> anyhow::Result<i32> {
                 dial_addr(addrs.billing).to_string(),
             );
         }
+        // Each service gets SIGTERM from the kernel if this process dies, even by SIGKILL
+        // (`exit_with_parent`); that is tied to the thread that spawns it, here always the
+        // main thread (the runtime is single-threaded).
+        cmd.env(
+            stellar_common::telemetry::PARENT_PID_ENV,
+            std::process::id().to_string(),
+        );
         cmd.stdin(Stdio::null()).kill_on_drop(true);
         let child = match cmd.spawn() {
             Ok(c) => c,

@@ -37,23 +37,16 @@ fn env_for(dir: &TempDir) -> Vec<(&'static str, String)> {
     ]
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn up_prints_a_working_key_and_stops_cleanly() {
-    let dir = TempDir::new("up");
-    let env = env_for(&dir);
-    let gateway = env
-        .iter()
-        .find(|(k, _)| *k == "STELLAR_GATEWAY_ADDR")
-        .unwrap()
-        .1
-        .clone();
+/// Start `stellar up` with `env`; wait until it prints the API key. Returns the running
+/// launcher, the lines it printed and the key.
+fn start_up(env: &[(&'static str, String)]) -> (Guard, Vec<String>, String) {
     let mut cmd = Command::new(bin_path("stellar"));
     cmd.arg("up")
         .current_dir(repo_root())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .stdin(Stdio::null());
-    for (k, v) in &env {
+    for (k, v) in env {
         cmd.env(k, v);
     }
     let mut child = Guard(cmd.spawn().expect("start stellar up"));
@@ -77,6 +70,29 @@ async fn up_prints_a_working_key_and_stops_cleanly() {
             break k.trim().to_string();
         }
     };
+    (child, printed, key)
+}
+
+/// The listen addresses in `env` that are still accepting connections.
+fn still_listening(env: &[(&'static str, String)]) -> Vec<String> {
+    env.iter()
+        .filter(|(k, _)| k.ends_with("_ADDR"))
+        .filter(|(_, v)| std::net::TcpStream::connect(v).is_ok())
+        .map(|(k, v)| format!("{k} ({v})"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_prints_a_working_key_and_stops_cleanly() {
+    let dir = TempDir::new("up");
+    let env = env_for(&dir);
+    let gateway = env
+        .iter()
+        .find(|(k, _)| *k == "STELLAR_GATEWAY_ADDR")
+        .unwrap()
+        .1
+        .clone();
+    let (mut child, printed, key) = start_up(&env);
     assert!(stellar_common::keys::is_well_formed(&key), "{key}");
     assert!(
         printed
@@ -133,14 +149,57 @@ async fn up_prints_a_working_key_and_stops_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "clean exit, got {status}");
-    for (k, v) in &env {
-        if k.ends_with("_ADDR") {
-            assert!(
-                std::net::TcpStream::connect(v).is_err(),
-                "{k} ({v}) still listening after stop"
-            );
-        }
+    let left = still_listening(&env);
+    assert!(left.is_empty(), "still listening after stop: {left:?}");
+}
+
+/// A launcher killed outright (SIGKILL: no chance to stop anything) takes its services down
+/// with it: the kernel sends each of them SIGTERM, and they drain and exit.
+#[test]
+fn a_killed_launcher_leaves_no_service_behind() {
+    let dir = TempDir::new("up-killed");
+    let env = env_for(&dir);
+    let (mut child, _, _) = start_up(&env);
+    let pid = child.0.id();
+    let services: Vec<u32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(
+        services.len(),
+        3,
+        "engine, billing and gateway: {services:?}"
+    );
+    let left = still_listening(&env);
+    assert_eq!(
+        left.len(),
+        env.iter().filter(|(k, _)| k.ends_with("_ADDR")).count(),
+        "all up: {left:?}"
+    );
+
+    signal(pid, "KILL");
+    let _ = child.0.wait();
+    // A service that has exited is gone, or a zombie when nothing reaps orphans here.
+    let running = |p: &u32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .map(|s| !s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while services.iter().any(running) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let alive: Vec<&u32> = services.iter().filter(|p| running(p)).collect();
+    for p in &alive {
+        signal(**p, "KILL");
+    }
+    assert!(
+        alive.is_empty(),
+        "services still running 30 s after the launcher was killed: {alive:?}"
+    );
+    let left = still_listening(&env);
+    assert!(left.is_empty(), "still listening: {left:?}");
 }
 
 #[test]
