@@ -34,6 +34,9 @@ pub struct GatewayConfig {
     pub events_read_timeout_secs: u64,
     /// Idle lifetime of pooled upstream connections (s).
     pub upstream_idle_timeout_secs: u64,
+    /// Deadline of a whole client request head (s, at least 1): [`GatewayConfig::head_timeout`].
+    #[serde(deserialize_with = "at_least_one")]
+    pub head_timeout_secs: u64,
     /// Largest accepted request body on /api/v1/* (bytes).
     pub max_body_bytes: u64,
     /// Principal cache capacity (entries).
@@ -80,8 +83,68 @@ pub fn resolve(what: &str, hostport: &str) -> anyhow::Result<SocketAddr> {
         .ok_or_else(|| anyhow::anyhow!("gateway.{what}: {hostport:?} resolves to no address"))
 }
 
+/// A setting that must be at least 1: 0 is refused at start (`--check-config` included) with
+/// the key and where its value came from, like any value that does not decode.
+fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match <u64 as serde::Deserialize>::deserialize(d)? {
+        0 => Err(serde::de::Error::custom("must be at least 1")),
+        n => Ok(n),
+    }
+}
+
 impl GatewayConfig {
     pub fn db_timeout(&self) -> Duration {
         Duration::from_millis(self.db_timeout_ms.max(1))
+    }
+
+    /// How long a client has to send a whole request head: one deadline for the head, however
+    /// slowly its bytes trickle in (not per read). It runs from the moment the gateway first has
+    /// to wait for more of an incomplete head: on an idle connection, once the head's first
+    /// bytes have been read; for a head that began arriving behind the previous request
+    /// (pipelining), once that request is done. Waiting for the first byte of a head on an idle
+    /// keep-alive connection does not count (that is the keep-alive timeout). Past it the
+    /// connection is closed without an answer.
+    pub fn head_timeout(&self) -> Duration {
+        Duration::from_secs(self.head_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use stellar_common::Config;
+
+    fn gateway_with_env(pairs: &[(&str, &str)]) -> Result<GatewayConfig, String> {
+        let env: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_parts(None, &env)
+            .and_then(|c| c.section::<GatewayConfig>("gateway"))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn head_timeout_defaults_to_30_s_and_follows_the_environment() {
+        assert_eq!(
+            gateway_with_env(&[]).unwrap().head_timeout(),
+            Duration::from_secs(30)
+        );
+        let cfg = gateway_with_env(&[("STELLAR_GATEWAY_HEAD_TIMEOUT_SECS", "2")]).unwrap();
+        assert_eq!(cfg.head_timeout_secs, 2);
+    }
+
+    #[test]
+    fn a_zero_head_timeout_is_refused_with_its_key_and_source() {
+        let e = gateway_with_env(&[("STELLAR_GATEWAY_HEAD_TIMEOUT_SECS", "0")]).unwrap_err();
+        // (toml adds where in the section: "\nin `head_timeout_secs`", as for every key.)
+        assert!(
+            e.starts_with(
+                "invalid configuration: `gateway.head_timeout_secs` \
+                 (from env STELLAR_GATEWAY_HEAD_TIMEOUT_SECS): must be at least 1"
+            ),
+            "{e}"
+        );
     }
 }

@@ -114,12 +114,10 @@ pub struct Ctx {
 /// and a loaded upstream's accept queue can drop a SYN under a burst of new connections.
 const CONNECT_RETRIES: u8 = 2;
 
-/// Downstream keep-alive: how long an idle client connection is kept.
+/// Downstream keep-alive: how long an idle client connection is kept. The deadline of a
+/// request head, once it has started arriving, is `head_timeout_secs`
+/// ([`GatewayConfig::head_timeout`]).
 const KEEPALIVE: Duration = Duration::from_secs(75);
-
-/// How long a client has to send the rest of a request head once it has started one (in all,
-/// not per read).
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// After a refusal whose request body was not read, how long the connection keeps reading and
 /// discarding it before closing, so that a client still sending sees the answer instead of a
@@ -582,7 +580,8 @@ impl<S: ClientIo> Conn<S> {
 /// What reading the next request head gave.
 enum NextRequest {
     Ready,
-    /// The client closed, went idle past the keep-alive or the server is shutting down.
+    /// The client closed, went idle past the keep-alive, did not finish a head within
+    /// `head_timeout_secs`, or the server is shutting down.
     Closed,
     Invalid(Invalid),
 }
@@ -727,9 +726,10 @@ impl Gateway {
                     _ = stop.changed() => return NextRequest::Closed,
                 }
             } else {
-                // One deadline for the whole head, however slowly its bytes trickle in.
+                // One deadline for the whole head, however slowly its bytes trickle in, from
+                // the first wait for more of it (the idle wait above does not count).
                 let since = *started.get_or_insert_with(Instant::now);
-                let left = HEAD_TIMEOUT.saturating_sub(since.elapsed());
+                let left = self.cfg.head_timeout().saturating_sub(since.elapsed());
                 timed(left, c.io.read_buf(&mut c.buf)).await
             };
             match read {

@@ -1,7 +1,8 @@
 //! Transparent proxying end to end: routing, header hygiene (spoofed identity never reaches
 //! the engine; tenant isolation on the real engine), byte-identical bodies both ways, query
 //! strings and unknown paths, SSE streamed, 413/502/504 as JSON, `/metrics` (checked with
-//! promtool when installed), and graceful shutdown finishing an in-flight request.
+//! promtool when installed), graceful shutdown finishing an in-flight request, the gateway's
+//! own HTTP/1.1 wire behaviour, and the deadline of a request head.
 
 mod gateway_support;
 
@@ -723,6 +724,121 @@ async fn http1_framing_end_to_end() {
     assert!(out.starts_with("HTTP/1.1 401"), "{out}");
     assert_eq!(count(&out, "HTTP/1.1 200 OK\r\n"), 1, "{out}");
     assert!(out.ends_with("ok"), "{out}");
+}
+
+/// The request head's deadline (`head_timeout_secs`, 1 s here) is one deadline for the whole
+/// head, not per read, and runs only while a head is arriving: a head trickling in a byte every
+/// 200 ms is cut off (closed, nothing written) after about 1 s although bytes keep coming; a
+/// slow head finished within the deadline is served; and on a keep-alive connection an idle
+/// wait longer than the deadline before the next head costs nothing (that next head, slow too,
+/// gets a deadline of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_head_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new("gw-head-deadline");
+    let Some(adb) = account_db(Backend::Sqlite, &dir).await else {
+        return;
+    };
+    let engine = start_engine(&dir);
+    let gw = start_gateway(
+        &dir,
+        &adb.url,
+        &engine.addr,
+        &free_addr(),
+        ROOMY_TIERS,
+        &[("STELLAR_GATEWAY_HEAD_TIMEOUT_SECS", "1".into())],
+    );
+    let addr = gw.url("").trim_start_matches("http://").to_string();
+    const HEALTH: &[u8] = b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    // (a) A head that never ends: one more header byte every 200 ms.
+    let s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let start = Instant::now();
+    wr.write_all(b"GET /api/v1/health HTTP/1.1\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let trickler = tokio::spawn(async move {
+        // When each header byte after the request line was written, until a write fails
+        // (or 10 s pass). Half a period out of step with the deadline, so that no byte
+        // arrives just as it passes.
+        let mut written = Vec::new();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for _ in 0..50 {
+            if wr.write_all(b"a").await.is_err() {
+                break;
+            }
+            written.push(Instant::now());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        written
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(6), rd.read(&mut buf)).await {
+            Ok(Ok(0)) => break "end of stream".to_string(),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => break format!("{:?}", e.kind()),
+            Err(_) => panic!("still open after {:?}", start.elapsed()),
+        }
+    };
+    let closed_after = start.elapsed();
+    assert!(
+        got.is_empty(),
+        "closed without an answer: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        end == "end of stream" || end == "ConnectionReset",
+        "closed ({end})"
+    );
+    assert!(
+        closed_after >= Duration::from_millis(950) && closed_after < Duration::from_secs(3),
+        "closed after {closed_after:?}, not about 1 s"
+    );
+    let written = tokio::time::timeout(Duration::from_millis(1500), trickler)
+        .await
+        .expect("writes fail soon after the close: the connection is gone, not half-closed")
+        .unwrap();
+    let before_close = written
+        .iter()
+        .filter(|t| **t < start + closed_after)
+        .count();
+    assert!(
+        before_close >= 4,
+        "header bytes kept arriving until the close ({before_close} before it)"
+    );
+
+    // (b) A slow head (6 bytes every 100 ms, ~0.6 s in all) finished within the deadline.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    write_slowly(&mut s, HEALTH).await;
+    let out = read_until(&mut s, "}").await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.contains("\"healthy\":true"), "{out}");
+    assert!(
+        !out.to_ascii_lowercase().contains("connection: close"),
+        "{out}"
+    );
+
+    // (c) Idle on the same connection for 1.5 s, longer than the head deadline (and well
+    // within the keep-alive), then another slow head: served.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    write_slowly(&mut s, HEALTH).await;
+    let out = read_until(&mut s, "}").await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.contains("\"healthy\":true"), "{out}");
+}
+
+/// Write `bytes` 6 at a time, 100 ms apart.
+async fn write_slowly(s: &mut tokio::net::TcpStream, bytes: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    for piece in bytes.chunks(6) {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Read from `s` until `until` has been seen (with an empty `until`: until the peer closes), or
