@@ -119,6 +119,15 @@ const CONNECT_RETRIES: u8 = 2;
 /// ([`GatewayConfig::head_timeout`]).
 const KEEPALIVE: Duration = Duration::from_secs(75);
 
+/// A per-connection buffer whose allocation is larger than this when its connection goes idle
+/// is replaced by an empty one ([`shrink_idle`]), so that idle keep-alive connections hold
+/// only small buffers. Chosen above what ordinary traffic grows them to, so that it never
+/// reallocates: under 8 KiB for small requests and answers; for a streamed body of any size,
+/// about 20 KiB (`ubuf`) and at most about 42 KiB (`out`, which doubles as it grows; 32 KiB
+/// measured after a 5 MB answer). A head of more than about 28 KiB (up to [`h1::MAX_HEAD`])
+/// grows `buf` to 64 KiB, and is let go of.
+const IDLE_BUF_MAX: usize = 48 * 1024;
+
 /// After a refusal whose request body was not read, how long the connection keeps reading and
 /// discarding it before closing, so that a client still sending sees the answer instead of a
 /// reset.
@@ -648,6 +657,51 @@ impl<S: ClientIo> Conn<S> {
             io_timeout,
         }
     }
+
+    /// Idle between requests (no request bytes pending in `buf`): empty the connection's
+    /// buffers and let go of those that have grown past [`IDLE_BUF_MAX`]. `req` is the last
+    /// request's head, done with; what is left in `ubuf` is stale (a response head read starts
+    /// by clearing it).
+    fn shrink_buffers(&mut self, req: &mut Request) {
+        debug_assert!(self.buf.is_empty());
+        shrink_idle(&mut self.buf);
+        shrink_idle(&mut self.ubuf);
+        shrink_idle(&mut self.out);
+        shrink_idle(&mut self.resp.bytes);
+        shrink_idle(&mut req.bytes);
+    }
+}
+
+/// A buffer of a connection, whose contents are no longer needed while the connection is idle.
+trait IdleBuf: Default {
+    /// Empty it, and say whether its allocation is larger than [`IDLE_BUF_MAX`]. Never
+    /// allocates.
+    fn clear_and_check(&mut self) -> bool;
+}
+
+impl IdleBuf for BytesMut {
+    fn clear_and_check(&mut self) -> bool {
+        self.clear();
+        // `capacity()` leaves out what `advance` consumed from the front, which the allocation
+        // still holds; an empty buffer gets that back without moving a byte (`try_reclaim`
+        // never allocates), and says so only if the whole allocation is over the bound.
+        self.try_reclaim(IDLE_BUF_MAX + 1)
+    }
+}
+
+impl IdleBuf for Vec<u8> {
+    fn clear_and_check(&mut self) -> bool {
+        self.clear();
+        self.capacity() > IDLE_BUF_MAX
+    }
+}
+
+/// Empty `buf`, and replace it by a new one (no allocation until it is next used) if it has
+/// grown past [`IDLE_BUF_MAX`]; a small one keeps its allocation.
+fn shrink_idle<B: IdleBuf>(buf: &mut B) {
+    if buf.clear_and_check() {
+        *buf = B::default();
+    }
 }
 
 impl Gateway {
@@ -713,13 +767,14 @@ impl Gateway {
                     Err(e) => return NextRequest::Invalid(e),
                 }
             }
-            c.buf.reserve(4 * 1024);
             let read = if c.buf.is_empty() {
                 // Idle between requests: closed at shutdown (a request already arriving is
                 // served, with `Connection: close`).
                 if *stop.borrow() {
                     return NextRequest::Closed;
                 }
+                c.shrink_buffers(req);
+                c.buf.reserve(4 * 1024);
                 tokio::select! {
                     biased;
                     r = timed(KEEPALIVE, c.io.read_buf(&mut c.buf)) => r,
@@ -728,6 +783,7 @@ impl Gateway {
             } else {
                 // One deadline for the whole head, however slowly its bytes trickle in, from
                 // the first wait for more of it (the idle wait above does not count).
+                c.buf.reserve(4 * 1024);
                 let since = *started.get_or_insert_with(Instant::now);
                 let left = self.cfg.head_timeout().saturating_sub(since.elapsed());
                 timed(left, c.io.read_buf(&mut c.buf)).await
@@ -1247,6 +1303,41 @@ fn connect_error(e: ConnectError) -> Fail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_buffers_over_the_bound_are_let_go_and_small_ones_kept() {
+        // Small: emptied, the same allocation kept (nothing allocated on the request path).
+        let mut small = BytesMut::with_capacity(4 * 1024);
+        small.extend_from_slice(b"stale");
+        let ptr = small.as_ptr();
+        shrink_idle(&mut small);
+        assert!(small.is_empty());
+        assert_eq!((small.as_ptr(), small.capacity()), (ptr, 4 * 1024));
+        let mut small = Vec::<u8>::with_capacity(IDLE_BUF_MAX);
+        small.extend_from_slice(b"stale");
+        shrink_idle(&mut small);
+        assert!(small.is_empty());
+        assert_eq!(small.capacity(), IDLE_BUF_MAX);
+
+        // Grown past the bound: replaced by an empty, unallocated one.
+        let mut big = BytesMut::with_capacity(IDLE_BUF_MAX + 1);
+        big.extend_from_slice(b"stale response bytes");
+        shrink_idle(&mut big);
+        assert_eq!(big.capacity(), 0);
+        let mut big = Vec::<u8>::with_capacity(IDLE_BUF_MAX + 1);
+        big.extend_from_slice(b"a stale head");
+        shrink_idle(&mut big);
+        assert_eq!(big.capacity(), 0);
+
+        // A large head read and consumed: `capacity()` says little is left, but the allocation
+        // is still large, and is let go too.
+        let mut consumed = BytesMut::with_capacity(h1::MAX_HEAD);
+        consumed.extend_from_slice(&vec![b'x'; h1::MAX_HEAD - 1024]);
+        consumed.advance(h1::MAX_HEAD - 1024);
+        assert!(consumed.capacity() <= 1024);
+        shrink_idle(&mut consumed);
+        assert_eq!(consumed.capacity(), 0);
+    }
 
     #[test]
     fn request_ids() {

@@ -713,6 +713,22 @@ async fn http1_framing_end_to_end() {
     let out = raw_exchange(&addr, big.as_bytes(), "").await;
     assert!(out.starts_with("HTTP/1.1 431"), "{out}");
 
+    // A large head within the limit, then (once the connection has gone idle, which lets go of
+    // the buffers it grew) a small request on the same connection: both served.
+    let large = format!(
+        "GET /large HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(48 * 1024)
+    );
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(large.as_bytes()).await.unwrap();
+    let out = read_until(&mut s, "ok").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    s.write_all(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let out = read_until(&mut s, "ok").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+
     // A refused request with a small body (no key), then another request on the same
     // connection: the body was read and discarded, and the connection still serves.
     let out = raw_exchange(
