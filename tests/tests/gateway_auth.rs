@@ -9,7 +9,7 @@ mod gateway_support;
 use gateway_support::*;
 use std::time::Duration;
 use stellar_tests::accounts;
-use stellar_tests::spawn::{free_addr, TempDir};
+use stellar_tests::spawn::TempDir;
 
 async fn status_of(c: &reqwest::Client, url: &str, key: Option<&str>) -> u16 {
     let mut r = c.get(url);
@@ -20,12 +20,15 @@ async fn status_of(c: &reqwest::Client, url: &str, key: Option<&str>) -> u16 {
 }
 
 async fn unauthorized_and_cached(backend: Backend) {
-    let dir = TempDir::new("gw-auth");
-    let Some(adb) = account_db(backend, &dir).await else {
+    let Some(Stack {
+        dir: _dir,
+        adb,
+        engine: _engine,
+        gw,
+    }) = stack(backend, "gw-auth", ROOMY_TIERS, &[]).await
+    else {
         return;
     };
-    let engine = start_engine(&dir);
-    let gw = start_gateway(&dir, &adb.url, &engine.addr, &free_addr(), ROOMY_TIERS, &[]);
     let c = client();
     let stats = gw.url("/api/v1/stats");
 
@@ -139,14 +142,17 @@ async fn unauthorized_and_cached(backend: Backend) {
 }
 
 async fn revocation_and_tier_change(backend: Backend) {
-    let dir = TempDir::new("gw-revoke");
-    let Some(adb) = account_db(backend, &dir).await else {
-        return;
-    };
-    let engine = start_engine(&dir);
     let tiers = "[free]\nmax_memories = 100\nmax_agents = 1\nrequests_per_minute = 1000\nburst = 1000\nmax_api_keys = 2\nprice_usd = 0\nprice_krw = 0\n\n\
                  [pro]\nmax_memories = 1000\nmax_agents = 5\nrequests_per_minute = 3000\nburst = 3000\nmax_api_keys = 5\nprice_usd = 29\nprice_krw = 39000\n";
-    let gw = start_gateway(&dir, &adb.url, &engine.addr, &free_addr(), tiers, &[]);
+    let Some(Stack {
+        dir: _dir,
+        adb,
+        engine: _engine,
+        gw,
+    }) = stack(backend, "gw-revoke", tiers, &[]).await
+    else {
+        return;
+    };
     let c = client();
     let stats = gw.url("/api/v1/stats");
     let acct = accounts::create_account(&adb.db, "free").await;
@@ -240,19 +246,21 @@ async fn revocation_through_billing(backend: Backend) {
 
 /// The account DB goes away: a cached key keeps working, an uncached one gets 503 (not 401).
 async fn db_gone(backend: Backend) {
-    let dir = TempDir::new("gw-dbgone");
-    let Some(adb) = account_db(backend, &dir).await else {
-        return;
-    };
-    let engine = start_engine(&dir);
-    let gw = start_gateway(
-        &dir,
-        &adb.url,
-        &engine.addr,
-        &free_addr(),
+    let Some(Stack {
+        dir,
+        adb,
+        engine: _engine,
+        gw,
+    }) = stack(
+        backend,
+        "gw-dbgone",
         ROOMY_TIERS,
         &[("STELLAR_GATEWAY_DB_TIMEOUT_MS", "800".into())],
-    );
+    )
+    .await
+    else {
+        return;
+    };
     let c = client();
     let stats = gw.url("/api/v1/stats");
     let cached = accounts::create_account(&adb.db, "free").await;

@@ -751,19 +751,21 @@ async fn http1_framing_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn request_head_deadline() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = TempDir::new("gw-head-deadline");
-    let Some(adb) = account_db(Backend::Sqlite, &dir).await else {
-        return;
-    };
-    let engine = start_engine(&dir);
-    let gw = start_gateway(
-        &dir,
-        &adb.url,
-        &engine.addr,
-        &free_addr(),
+    let Some(Stack {
+        dir: _dir,
+        adb: _adb,
+        engine: _engine,
+        gw,
+    }) = stack(
+        Backend::Sqlite,
+        "gw-head-deadline",
         ROOMY_TIERS,
         &[("STELLAR_GATEWAY_HEAD_TIMEOUT_SECS", "1".into())],
-    );
+    )
+    .await
+    else {
+        return;
+    };
     let addr = gw.url("").trim_start_matches("http://").to_string();
     const HEALTH: &[u8] = b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n";
 

@@ -7,7 +7,7 @@ mod gateway_support;
 use gateway_support::*;
 use std::time::Duration;
 use stellar_tests::accounts;
-use stellar_tests::spawn::{free_addr, TempDir};
+use stellar_tests::spawn::TempDir;
 
 const LIMIT: i64 = 60;
 
@@ -36,12 +36,15 @@ async fn store(
 }
 
 async fn quota(backend: Backend) {
-    let dir = TempDir::new("gw-quota");
-    let Some(adb) = account_db(backend, &dir).await else {
+    let Some(Stack {
+        dir: _dir,
+        adb,
+        engine,
+        gw,
+    }) = stack(backend, "gw-quota", &tiers(), &[]).await
+    else {
         return;
     };
-    let engine = start_engine(&dir);
-    let gw = start_gateway(&dir, &adb.url, &engine.addr, &free_addr(), &tiers(), &[]);
     let c = client();
     let acct = accounts::create_account(&adb.db, "free").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -259,19 +262,21 @@ async fn agents_limit_exact(backend: Backend) {
 /// Engine-side changes the gateway did not see (here: forgets sent to the engine directly) are
 /// corrected by the periodic reconciliation.
 async fn reconciliation(backend: Backend) {
-    let dir = TempDir::new("gw-reconcile");
-    let Some(adb) = account_db(backend, &dir).await else {
-        return;
-    };
-    let engine = start_engine(&dir);
-    let gw = start_gateway(
-        &dir,
-        &adb.url,
-        &engine.addr,
-        &free_addr(),
+    let Some(Stack {
+        dir: _dir,
+        adb,
+        engine,
+        gw,
+    }) = stack(
+        backend,
+        "gw-reconcile",
         &tiers(),
         &[("STELLAR_GATEWAY_RECONCILE_INTERVAL_SECS", "1".into())],
-    );
+    )
+    .await
+    else {
+        return;
+    };
     let c = client();
     let acct = accounts::create_account(&adb.db, "free").await;
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -133,6 +133,34 @@ pub fn start_gateway(
     Gateway { svc, addr, metrics }
 }
 
+/// What most gateway tests run on: a temp directory, the account DB on `backend`, the engine,
+/// and a gateway in front of it (no billing behind it) with `tiers` and extra environment.
+pub struct Stack {
+    pub dir: TempDir,
+    pub adb: AccountDb,
+    pub engine: Engine,
+    pub gw: Gateway,
+}
+
+/// Start a [`Stack`]; `None` as [`account_db`].
+pub async fn stack(
+    backend: Backend,
+    name: &str,
+    tiers: &str,
+    extra: &[(&str, String)],
+) -> Option<Stack> {
+    let dir = TempDir::new(name);
+    let adb = account_db(backend, &dir).await?;
+    let engine = start_engine(&dir);
+    let gw = start_gateway(&dir, &adb.url, &engine.addr, &free_addr(), tiers, extra);
+    Some(Stack {
+        dir,
+        adb,
+        engine,
+        gw,
+    })
+}
+
 pub struct Billing {
     pub svc: Service,
     pub addr: String,
