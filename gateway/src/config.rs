@@ -37,6 +37,9 @@ pub struct GatewayConfig {
     /// Deadline of a whole client request head (s, at least 1): [`GatewayConfig::head_timeout`].
     #[serde(deserialize_with = "at_least_one")]
     pub head_timeout_secs: u64,
+    /// Deadline of a whole client request body (s, at least 1): [`GatewayConfig::body_timeout`].
+    #[serde(deserialize_with = "at_least_one")]
+    pub body_timeout_secs: u64,
     /// Largest accepted request body on /api/v1/* (bytes).
     pub max_body_bytes: u64,
     /// Principal cache capacity (entries).
@@ -107,6 +110,16 @@ impl GatewayConfig {
     pub fn head_timeout(&self) -> Duration {
         Duration::from_secs(self.head_timeout_secs)
     }
+
+    /// How long a client has to send a whole request body: one deadline for the body, however
+    /// slowly it trickles in (`read_timeout_secs` still bounds each read). It runs from the
+    /// moment the gateway first has to wait for more of the body. Past it the client gets 408
+    /// and the connection closes; the upstream connection that had part of the body is closed,
+    /// not reused. Bodies stream to the upstream as they arrive, so without it a client sending
+    /// a byte every few seconds would hold an upstream connection indefinitely.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs)
+    }
 }
 
 #[cfg(test)]
@@ -133,6 +146,24 @@ mod tests {
         );
         let cfg = gateway_with_env(&[("STELLAR_GATEWAY_HEAD_TIMEOUT_SECS", "2")]).unwrap();
         assert_eq!(cfg.head_timeout_secs, 2);
+    }
+
+    #[test]
+    fn body_timeout_defaults_to_60_s_and_0_is_refused() {
+        assert_eq!(
+            gateway_with_env(&[]).unwrap().body_timeout(),
+            Duration::from_secs(60)
+        );
+        let cfg = gateway_with_env(&[("STELLAR_GATEWAY_BODY_TIMEOUT_SECS", "3")]).unwrap();
+        assert_eq!(cfg.body_timeout(), Duration::from_secs(3));
+        let e = gateway_with_env(&[("STELLAR_GATEWAY_BODY_TIMEOUT_SECS", "0")]).unwrap_err();
+        assert!(
+            e.starts_with(
+                "invalid configuration: `gateway.body_timeout_secs` \
+                 (from env STELLAR_GATEWAY_BODY_TIMEOUT_SECS): must be at least 1"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub enum Reject {
     /// The quota store could not be reached for a store request.
     QuotaUnavailable,
     BadRequest,
+    /// The request body did not arrive in time.
+    RequestTimeout,
     /// The request head is larger than the gateway accepts.
     HeadTooLarge,
     BadGateway,
@@ -58,6 +60,7 @@ impl Reject {
             Reject::MissingKey | Reject::MalformedKey | Reject::UnknownKey => 401,
             Reject::MemoryQuota { .. } | Reject::AgentLimit { .. } => 403,
             Reject::InvalidAgent | Reject::BadRequest => 400,
+            Reject::RequestTimeout => 408,
             Reject::BodyTooLarge { .. } => 413,
             Reject::HeadTooLarge => 431,
             Reject::RateLimited { .. } => 429,
@@ -82,6 +85,7 @@ impl Reject {
             Reject::BodyTooLarge { .. } => "body_too_large",
             Reject::QuotaUnavailable => "quota_unavailable",
             Reject::BadRequest => "bad_request",
+            Reject::RequestTimeout => "request_timeout",
             Reject::HeadTooLarge => "head_too_large",
             Reject::BadGateway => "bad_gateway",
             Reject::GatewayTimeout => "gateway_timeout",
@@ -173,6 +177,9 @@ impl Reject {
                 JSON,
             ),
             Reject::BadRequest => (json!({"detail": "Bad request"}), JSON),
+            Reject::RequestTimeout => {
+                (json!({"detail": "Request body not received in time"}), JSON)
+            }
             Reject::HeadTooLarge => (
                 json!({"detail": format!("Request head larger than {} bytes or {} fields", h1::MAX_HEAD, h1::MAX_FIELDS)}),
                 JSON,

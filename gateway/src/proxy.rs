@@ -454,6 +454,10 @@ struct Conn<S> {
     resp: Request,
     /// Per read and write of the client, once a request has started.
     io_timeout: Duration,
+    /// One deadline for a whole request body ([`GatewayConfig::body_timeout`]).
+    body_timeout: Duration,
+    /// When the gateway first waited for more of the current request's body.
+    body_since: Option<Instant>,
 }
 
 /// Why a request could not be carried through. Displayed in logs (never with a key).
@@ -574,12 +578,14 @@ impl<S: ClientIo> Conn<S> {
     /// Read more of the request (body) from the client into `buf`.
     async fn read_more(&mut self) -> Result<(), Fail> {
         self.buf.reserve(8 * 1024);
-        match timed(self.io_timeout, self.io.read_buf(&mut self.buf)).await {
+        let since = *self.body_since.get_or_insert_with(Instant::now);
+        let left = self.body_timeout.saturating_sub(since.elapsed());
+        match timed(left.min(self.io_timeout), self.io.read_buf(&mut self.buf)).await {
             Ok(0) => Err(Fail::Client("closed during the request body", None)),
             Ok(_) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(Fail::Client(
                 "timed out sending the request body",
-                Some(Reject::BadRequest),
+                Some(Reject::RequestTimeout),
             )),
             Err(_) => Err(Fail::Client("read failed", None)),
         }
@@ -601,15 +607,15 @@ impl ServerApp for Gateway {
         let ip = io
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let timeout = self.upstreams.read_timeout;
+        let (timeout, body) = (self.upstreams.read_timeout, self.cfg.body_timeout());
         match adopt(io) {
             Ok(Some(tcp)) => {
-                self.serve_connection(&mut Conn::new(tcp, ip, timeout), shutdown)
+                self.serve_connection(&mut Conn::new(tcp, ip, timeout, body), shutdown)
                     .await
             }
             Ok(None) => {}
             Err(io) => {
-                self.serve_connection(&mut Conn::new(io, ip, timeout), shutdown)
+                self.serve_connection(&mut Conn::new(io, ip, timeout, body), shutdown)
                     .await
             }
         }
@@ -646,7 +652,7 @@ fn adopt(io: Stream) -> Result<Option<TcpStream>, Stream> {
 }
 
 impl<S: ClientIo> Conn<S> {
-    fn new(io: S, ip: Option<IpAddr>, io_timeout: Duration) -> Conn<S> {
+    fn new(io: S, ip: Option<IpAddr>, io_timeout: Duration, body_timeout: Duration) -> Conn<S> {
         Conn {
             io,
             ip,
@@ -655,6 +661,8 @@ impl<S: ClientIo> Conn<S> {
             ubuf: BytesMut::new(),
             resp: Request::default(),
             io_timeout,
+            body_timeout,
+            body_since: None,
         }
     }
 
@@ -711,7 +719,7 @@ impl Gateway {
         let mut req = Request::default();
         loop {
             match self.next_request(c, &mut req, &mut stop).await {
-                NextRequest::Ready => {}
+                NextRequest::Ready => c.body_since = None,
                 NextRequest::Closed => return,
                 NextRequest::Invalid(why) => {
                     let r = match why {

@@ -850,6 +850,101 @@ async fn request_head_deadline() {
     assert!(out.contains("\"healthy\":true"), "{out}");
 }
 
+/// The request body's deadline (`body_timeout_secs`, 1 s here) is one deadline for the whole
+/// body, not per read: a store whose body trickles in a byte every 200 ms gets 408 after about
+/// 1 s although bytes keep coming, and the connection closes; nothing reaches the engine's
+/// store and the quota slot reserved for it is released. A slow body finished within the
+/// deadline is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_body_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let Some(Stack {
+        dir: _dir,
+        adb,
+        engine,
+        gw,
+    }) = stack(
+        Backend::Sqlite,
+        "gw-body-deadline",
+        ROOMY_TIERS,
+        &[("STELLAR_GATEWAY_BODY_TIMEOUT_SECS", "1".into())],
+    )
+    .await
+    else {
+        return;
+    };
+    let acct = accounts::create_account(&adb.db, "free").await;
+    let addr = gw.url("").trim_start_matches("http://").to_string();
+    let body = br#"{"content":"a memory sent slowly"}"#;
+    let head = format!(
+        "POST /api/v1/store HTTP/1.1\r\nHost: x\r\nX-API-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        acct.key,
+        body.len()
+    );
+    let engine_total = || async {
+        client()
+            .get(format!("http://{}/api/v1/stats", engine.addr))
+            .header("X-Stellar-User", acct.user_id.to_string())
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()["total_memories"]
+            .as_i64()
+    };
+
+    // (a) The head and 2 bytes of the body, then one more byte every 200 ms (~7 s in all).
+    let s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    wr.write_all(head.as_bytes()).await.unwrap();
+    wr.write_all(&body[..2]).await.unwrap();
+    let start = Instant::now();
+    let rest = body[2..].to_vec();
+    let trickler = tokio::spawn(async move {
+        let mut sent = 0;
+        for b in rest {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if wr.write_all(&[b]).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    });
+    let out = read_until(&mut rd, "").await;
+    let closed_after = start.elapsed();
+    assert!(out.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{out}");
+    assert!(out.contains("Request body not received in time"), "{out}");
+    assert!(
+        out.to_ascii_lowercase().contains("connection: close"),
+        "{out}"
+    );
+    assert!(
+        closed_after >= Duration::from_millis(950) && closed_after < Duration::from_secs(3),
+        "answered and closed after {closed_after:?}, not about 1 s"
+    );
+    trickler.abort();
+    assert_eq!(engine_total().await, Some(0), "nothing stored");
+    assert_eq!(
+        accounts::memories_used(&adb.db, acct.user_id).await,
+        0,
+        "the reserved quota slot is released"
+    );
+
+    // (b) The whole request 6 bytes every 100 ms: the body takes ~0.6 s, within the deadline.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    write_slowly(&mut s, &request).await;
+    let out = read_until(&mut s, "}").await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert_eq!(engine_total().await, Some(1));
+    assert_eq!(accounts::memories_used(&adb.db, acct.user_id).await, 1);
+}
+
 /// Write `bytes` 6 at a time, 100 ms apart.
 async fn write_slowly(s: &mut tokio::net::TcpStream, bytes: &[u8]) {
     use tokio::io::AsyncWriteExt;
@@ -861,7 +956,7 @@ async fn write_slowly(s: &mut tokio::net::TcpStream, bytes: &[u8]) {
 
 /// Read from `s` until `until` has been seen (with an empty `until`: until the peer closes), or
 /// 5 s pass.
-async fn read_until(s: &mut tokio::net::TcpStream, until: &str) -> String {
+async fn read_until(s: &mut (impl tokio::io::AsyncRead + Unpin), until: &str) -> String {
     use tokio::io::AsyncReadExt;
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
