@@ -100,18 +100,11 @@ async fn quota(backend: Backend) {
     assert_eq!(body["limit"], LIMIT);
     assert_eq!(body["next_tier"], "pro");
     assert!(body["detail"].as_str().unwrap().contains("pro"), "{body}");
-    let engine_total = c
-        .get(format!("http://{}/api/v1/stats", engine.addr))
-        .header("X-Stellar-User", acct.user_id.to_string())
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap()["total_memories"]
-        .as_i64()
-        .unwrap();
-    assert_eq!(engine_total, LIMIT, "the engine holds exactly the limit");
+    assert_eq!(
+        engine.total_memories(acct.user_id).await,
+        LIMIT,
+        "the engine holds exactly the limit"
+    );
 
     // Forget frees a slot; a failed forget (404) does not.
     let r = c

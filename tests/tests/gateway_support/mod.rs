@@ -80,6 +80,23 @@ pub fn start_engine(dir: &TempDir) -> Engine {
     Engine { svc, addr }
 }
 
+impl Engine {
+    /// How many memories the engine holds for `user`, asked directly (not through a gateway).
+    pub async fn total_memories(&self, user: uuid::Uuid) -> i64 {
+        client()
+            .get(format!("http://{}/api/v1/stats", self.addr))
+            .header("X-Stellar-User", user.to_string())
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()["total_memories"]
+            .as_i64()
+            .unwrap()
+    }
+}
+
 pub struct Gateway {
     pub svc: Service,
     pub addr: String,
