@@ -17,6 +17,22 @@
 //! 7. [`usage`] (write-behind counters), [`metrics`] (with [`tier_meta`]: per-tier header values
 //!    and metric handles built once), [`ops`] (/metrics, /healthz, /readyz), and [`service`],
 //!    which wires the pingora server and its background loops.
+//!
+//! ## Against the team's pingora guide (`shared/pingora.md`)
+//!
+//! The gateway began on `ProxyHttp` and moved off it for speed (BENCHMARKS.md, "Why the proxy
+//! core changed, twice"). What the guide says still holds for the pingora server itself:
+//! runtimes (§2: the gateway runs one single-threaded runtime per thread and re-registers each
+//! client socket on the thread that serves it, see `proxy::adopt`), configuration, lifecycle
+//! and graceful shutdown (§4), and build notes (§7). It no longer describes the request path:
+//! - §1 (`ProxyHttp` phases): the steps are the functions of [`proxy`], in order, over the
+//!   gateway's own HTTP/1.1 exchange ([`h1`]); there is no `request_filter` or
+//!   `upstream_request_filter`.
+//! - §5 (`pingora-limits`): not used; [`limits`] has its own token buckets.
+//! - §6 (pingora's connector pool, peers, retries): [`upstream`] is the pool (per thread,
+//!   checked for end-of-file before reuse); a bodiless request is resent once on a reused
+//!   connection the upstream had closed.
+//! - §8 (HTTP/1 session quirks): pingora's HTTP/1 sessions serve only the ops listener.
 
 pub mod auth;
 pub mod config;
