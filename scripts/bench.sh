@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the benchmarks (release build) and print Markdown reports for BENCHMARKS.md.
 #   scripts/bench.sh engine            engine throughput/latency at 1k, 10k, 100k memories
-#   scripts/bench.sh gateway           direct vs gateway vs nginx, RSS with 100k cached keys
+#   scripts/bench.sh gateway           direct vs gateway vs nginx vs a byte-copying relay, RSS with 100k cached keys
+#                                      (--rounds N repeats the fixed-rate runs and adds medians)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh build bench

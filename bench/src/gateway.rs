@@ -39,6 +39,9 @@ pub struct GatewayBenchOpts {
     pub workers: usize,
     /// Only the memory measurement (no wrk, nginx, fixed-rate or Redis runs).
     pub only_rss: bool,
+    /// Rounds of the fixed-rate runs (each round runs every rate and path once); with more
+    /// than one, the report adds the median "p99 added" per rate and path.
+    pub rounds: usize,
 }
 
 impl Default for GatewayBenchOpts {
@@ -51,6 +54,7 @@ impl Default for GatewayBenchOpts {
             redis: true,
             workers: 2,
             only_rss: false,
+            rounds: 1,
         }
     }
 }
@@ -431,6 +435,16 @@ fn start_gateway(
     Ok((svc, addr))
 }
 
+/// The median of `v` (the mean of the middle two for an even count; 0 for none).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 fn row(name: &str, r: &WrkResult) -> String {
     format!(
         "| {name} | {:.0} | {:.2} | {:.2} | {} |\n",
@@ -615,13 +629,16 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
     if via_gw.rps / 2.0 < direct.rps / 2.0 * 0.95 {
         rates.push(via_gw.rps / 2.0);
     }
+    // Rounds outside, rates inside: a drift of the machine over the run touches every rate.
     let mut paced_rows = Vec::new();
-    for &rate in &rates {
-        let d = paced(&engine_addr, path, &user_hdr, rate, secs, 64).await?;
-        let g = paced(&gw_addr, path, &key_hdr, rate, secs, 64).await?;
-        let n = paced(&nginx_addr, path, &user_hdr, rate, secs, 64).await?;
-        let r = paced(&relay_addr, path, &user_hdr, rate, secs, 64).await?;
-        paced_rows.push((d, g, n, r));
+    for _ in 0..opts.rounds.max(1) {
+        for (i, &rate) in rates.iter().enumerate() {
+            let d = paced(&engine_addr, path, &user_hdr, rate, secs, 64).await?;
+            let g = paced(&gw_addr, path, &key_hdr, rate, secs, 64).await?;
+            let n = paced(&nginx_addr, path, &user_hdr, rate, secs, 64).await?;
+            let r = paced(&relay_addr, path, &user_hdr, rate, secs, 64).await?;
+            paced_rows.push((i, d, g, n, r));
+        }
     }
     let gw_idle_rss = gw.pid().map_or(0.0, rss_mib);
 
@@ -652,11 +669,11 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
         "Fixed rate, open loop (64 keep-alive connections, raw HTTP/1.1 client, no coordinated omission):\n\n\
          | rate req/s | path | achieved req/s | p50 ms | p99 ms | errors | p99 added |\n|---|---|---|---|---|---|---|\n",
     );
-    for (i, (d, g, n, r)) in paced_rows.iter().enumerate() {
+    for (i, d, g, n, r) in &paced_rows {
         let added = g.p99_ms - d.p99_ms;
         let nginx_added = n.p99_ms - d.p99_ms;
         let relay_added = r.p99_ms - d.p99_ms;
-        let what = if i == 0 {
+        let what = if *i == 0 {
             "½ of (a)'s peak"
         } else {
             "½ of (b)'s peak"
@@ -677,6 +694,34 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
         ));
     }
     md.push('\n');
+    if opts.rounds > 1 {
+        md.push_str(&format!(
+            "Median p99 added over the {} rounds (and rounds within 1 ms):\n\n| rate | gateway | nginx | floor: TCP relay |\n|---|---|---|---|\n",
+            opts.rounds
+        ));
+        for (i, rate) in rates.iter().enumerate() {
+            let rows: Vec<_> = paced_rows.iter().filter(|row| row.0 == i).collect();
+            let added = |pick: fn(&(usize, Paced, Paced, Paced, Paced)) -> &Paced| {
+                let v: Vec<f64> = rows
+                    .iter()
+                    .map(|row| pick(row).p99_ms - row.1.p99_ms)
+                    .collect();
+                format!(
+                    "{:.2} ms ({}/{})",
+                    median(v.clone()),
+                    v.iter().filter(|a| **a <= 1.0).count(),
+                    v.len()
+                )
+            };
+            md.push_str(&format!(
+                "| {rate:.0} | {} | {} | {} |\n",
+                added(|row| &row.2),
+                added(|row| &row.3),
+                added(|row| &row.4)
+            ));
+        }
+        md.push('\n');
+    }
     md.push_str(&format!(
         "Gateway RSS after these runs: {gw_idle_rss:.1} MiB.\n\n"
     ));
@@ -736,6 +781,13 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![]), 0.0);
+    }
 
     #[test]
     fn parses_wrk_output() {

@@ -46,6 +46,9 @@ enum Cmd {
         /// Only the memory measurement with `--rss-keys` cached keys (quick).
         #[arg(long)]
         only_rss: bool,
+        /// Rounds of the fixed-rate runs; more than one adds the median p99 added per path.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
     /// The floor under any proxy: a byte-copying TCP relay (run by `gateway` as a process).
     #[command(hide = true)]
@@ -79,6 +82,7 @@ fn main() -> anyhow::Result<()> {
             no_redis,
             workers,
             only_rss,
+            rounds,
         } => runtime()?.block_on(stellar_bench::gateway::run(
             stellar_bench::gateway::GatewayBenchOpts {
                 bin_dir: cli.bin_dir.clone(),
@@ -88,6 +92,7 @@ fn main() -> anyhow::Result<()> {
                 redis: !no_redis,
                 workers,
                 only_rss,
+                rounds,
             },
         ))?,
     };
