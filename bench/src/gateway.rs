@@ -706,12 +706,8 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
                     .iter()
                     .map(|row| pick(row).p99_ms - row.1.p99_ms)
                     .collect();
-                format!(
-                    "{:.2} ms ({}/{})",
-                    median(v.clone()),
-                    v.iter().filter(|a| **a <= 1.0).count(),
-                    v.len()
-                )
+                let (within, n) = (v.iter().filter(|a| **a <= 1.0).count(), v.len());
+                format!("{:.2} ms ({within}/{n})", median(v))
             };
             md.push_str(&format!(
                 "| {rate:.0} | {} | {} | {} |\n",

@@ -156,25 +156,24 @@ mod tests {
         );
         let cfg = gateway_with_env(&[("STELLAR_GATEWAY_BODY_TIMEOUT_SECS", "3")]).unwrap();
         assert_eq!(cfg.body_timeout(), Duration::from_secs(3));
-        let e = gateway_with_env(&[("STELLAR_GATEWAY_BODY_TIMEOUT_SECS", "0")]).unwrap_err();
-        assert!(
-            e.starts_with(
-                "invalid configuration: `gateway.body_timeout_secs` \
-                 (from env STELLAR_GATEWAY_BODY_TIMEOUT_SECS): must be at least 1"
-            ),
-            "{e}"
-        );
+        zero_is_refused_with_its_key_and_source("body_timeout_secs");
     }
 
     #[test]
     fn a_zero_head_timeout_is_refused_with_its_key_and_source() {
-        let e = gateway_with_env(&[("STELLAR_GATEWAY_HEAD_TIMEOUT_SECS", "0")]).unwrap_err();
-        // (toml adds where in the section: "\nin `head_timeout_secs`", as for every key.)
+        zero_is_refused_with_its_key_and_source("head_timeout_secs");
+    }
+
+    /// `gateway.<key>` set to 0 through its environment variable is refused, naming the key and
+    /// where the value came from. (toml adds where in the section, "\nin `<key>`", as for every
+    /// key.)
+    fn zero_is_refused_with_its_key_and_source(key: &str) {
+        let var = format!("STELLAR_GATEWAY_{}", key.to_ascii_uppercase());
+        let e = gateway_with_env(&[(&var, "0")]).unwrap_err();
         assert!(
-            e.starts_with(
-                "invalid configuration: `gateway.head_timeout_secs` \
-                 (from env STELLAR_GATEWAY_HEAD_TIMEOUT_SECS): must be at least 1"
-            ),
+            e.starts_with(&format!(
+                "invalid configuration: `gateway.{key}` (from env {var}): must be at least 1"
+            )),
             "{e}"
         );
     }

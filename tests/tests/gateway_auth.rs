@@ -20,15 +20,10 @@ async fn status_of(c: &reqwest::Client, url: &str, key: Option<&str>) -> u16 {
 }
 
 async fn unauthorized_and_cached(backend: Backend) {
-    let Some(Stack {
-        dir: _dir,
-        adb,
-        engine: _engine,
-        gw,
-    }) = stack(backend, "gw-auth", ROOMY_TIERS, &[]).await
-    else {
+    let Some(s) = stack(backend, "gw-auth", ROOMY_TIERS, &[]).await else {
         return;
     };
+    let Stack { adb, gw, .. } = &s;
     let c = client();
     let stats = gw.url("/api/v1/stats");
 
@@ -42,7 +37,7 @@ async fn unauthorized_and_cached(backend: Backend) {
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(body["detail"].is_string(), "{body}");
     let before_bad = metric_sum(
-        &metrics_text(&gw).await,
+        &metrics_text(gw).await,
         "gateway_db_queries_total",
         &["op=\"principal\""],
     );
@@ -62,7 +57,7 @@ async fn unauthorized_and_cached(backend: Backend) {
         .unwrap();
     assert_eq!(r.status(), 401);
     let after_bad = metric_sum(
-        &metrics_text(&gw).await,
+        &metrics_text(gw).await,
         "gateway_db_queries_total",
         &["op=\"principal\""],
     );
@@ -73,7 +68,7 @@ async fn unauthorized_and_cached(backend: Backend) {
     let unknown = stellar_common::keys::generate().plaintext;
     assert_eq!(status_of(&c, &stats, Some(&unknown)).await, 401);
     assert_eq!(status_of(&c, &stats, Some(&unknown)).await, 401);
-    let m = metrics_text(&gw).await;
+    let m = metrics_text(gw).await;
     assert!(
         metric_sum(&m, "gateway_auth_cache_total", &["result=\"negative_hit\""]) >= 1.0,
         "negative cache used"
@@ -98,12 +93,12 @@ async fn unauthorized_and_cached(backend: Backend) {
 
     // The cached path: 200 requests, zero principal queries.
     let before = metric_sum(
-        &metrics_text(&gw).await,
+        &metrics_text(gw).await,
         "gateway_db_queries_total",
         &["op=\"principal\""],
     );
     let hits_before = metric_sum(
-        &metrics_text(&gw).await,
+        &metrics_text(gw).await,
         "gateway_auth_cache_total",
         &["result=\"hit\""],
     );
@@ -116,7 +111,7 @@ async fn unauthorized_and_cached(backend: Backend) {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);
     }
-    let m = metrics_text(&gw).await;
+    let m = metrics_text(gw).await;
     assert_eq!(
         metric_sum(&m, "gateway_db_queries_total", &["op=\"principal\""]),
         before,
@@ -137,22 +132,17 @@ async fn unauthorized_and_cached(backend: Backend) {
         "usage_hourly flushed"
     );
     assert!(accounts::key_last_used_set(&adb.db, acct.key_id).await);
-    let m = metrics_text(&gw).await;
+    let m = metrics_text(gw).await;
     assert!(m.contains("gateway_db_queries_total{op=\"usage_flush\"}"));
 }
 
 async fn revocation_and_tier_change(backend: Backend) {
     let tiers = "[free]\nmax_memories = 100\nmax_agents = 1\nrequests_per_minute = 1000\nburst = 1000\nmax_api_keys = 2\nprice_usd = 0\nprice_krw = 0\n\n\
                  [pro]\nmax_memories = 1000\nmax_agents = 5\nrequests_per_minute = 3000\nburst = 3000\nmax_api_keys = 5\nprice_usd = 29\nprice_krw = 39000\n";
-    let Some(Stack {
-        dir: _dir,
-        adb,
-        engine: _engine,
-        gw,
-    }) = stack(backend, "gw-revoke", tiers, &[]).await
-    else {
+    let Some(s) = stack(backend, "gw-revoke", tiers, &[]).await else {
         return;
     };
+    let Stack { adb, gw, .. } = &s;
     let c = client();
     let stats = gw.url("/api/v1/stats");
     let acct = accounts::create_account(&adb.db, "free").await;
@@ -192,7 +182,7 @@ async fn revocation_and_tier_change(backend: Backend) {
     .await
     .expect("tier change effective within 1 s");
     eprintln!("tier change effective after {took:?}");
-    let m = metrics_text(&gw).await;
+    let m = metrics_text(gw).await;
     assert!(
         metric_sum(&m, "gateway_change_feed_lag_seconds_count", &[]) >= 2.0,
         "lag observed"
@@ -246,12 +236,7 @@ async fn revocation_through_billing(backend: Backend) {
 
 /// The account DB goes away: a cached key keeps working, an uncached one gets 503 (not 401).
 async fn db_gone(backend: Backend) {
-    let Some(Stack {
-        dir,
-        adb,
-        engine: _engine,
-        gw,
-    }) = stack(
+    let Some(s) = stack(
         backend,
         "gw-dbgone",
         ROOMY_TIERS,
@@ -261,6 +246,7 @@ async fn db_gone(backend: Backend) {
     else {
         return;
     };
+    let Stack { dir, adb, gw, .. } = &s;
     let c = client();
     let stats = gw.url("/api/v1/stats");
     let cached = accounts::create_account(&adb.db, "free").await;

@@ -751,12 +751,7 @@ async fn http1_framing_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn request_head_deadline() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Some(Stack {
-        dir: _dir,
-        adb: _adb,
-        engine: _engine,
-        gw,
-    }) = stack(
+    let Some(s) = stack(
         Backend::Sqlite,
         "gw-head-deadline",
         ROOMY_TIERS,
@@ -766,6 +761,7 @@ async fn request_head_deadline() {
     else {
         return;
     };
+    let Stack { gw, .. } = &s;
     let addr = gw.url("").trim_start_matches("http://").to_string();
     const HEALTH: &[u8] = b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n";
 
@@ -858,12 +854,7 @@ async fn request_head_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn request_body_deadline() {
     use tokio::io::AsyncWriteExt;
-    let Some(Stack {
-        dir: _dir,
-        adb,
-        engine,
-        gw,
-    }) = stack(
+    let Some(s) = stack(
         Backend::Sqlite,
         "gw-body-deadline",
         ROOMY_TIERS,
@@ -873,6 +864,9 @@ async fn request_body_deadline() {
     else {
         return;
     };
+    let Stack {
+        adb, engine, gw, ..
+    } = &s;
     let acct = accounts::create_account(&adb.db, "free").await;
     let addr = gw.url("").trim_start_matches("http://").to_string();
     let body = br#"{"content":"a memory sent slowly"}"#;

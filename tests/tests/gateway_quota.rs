@@ -36,15 +36,12 @@ async fn store(
 }
 
 async fn quota(backend: Backend) {
-    let Some(Stack {
-        dir: _dir,
-        adb,
-        engine,
-        gw,
-    }) = stack(backend, "gw-quota", &tiers(), &[]).await
-    else {
+    let Some(s) = stack(backend, "gw-quota", &tiers(), &[]).await else {
         return;
     };
+    let Stack {
+        adb, engine, gw, ..
+    } = &s;
     let c = client();
     let acct = accounts::create_account(&adb.db, "free").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -52,7 +49,7 @@ async fn quota(backend: Backend) {
     // Fill to limit − 1.
     let mut ids = Vec::new();
     for i in 0..LIMIT - 1 {
-        let r = store(&c, &gw, &acct.key, None, &format!("memory {i}")).await;
+        let r = store(&c, gw, &acct.key, None, &format!("memory {i}")).await;
         assert_eq!(r.status(), 200);
         ids.push(
             r.json::<serde_json::Value>().await.unwrap()["id"]
@@ -130,18 +127,18 @@ async fn quota(backend: Backend) {
         LIMIT - 1
     );
     // A store the engine rejects (422: empty content) releases its reservation.
-    let r = store(&c, &gw, &acct.key, None, "").await;
+    let r = store(&c, gw, &acct.key, None, "").await;
     assert_eq!(r.status(), 422);
     assert_eq!(
         accounts::memories_used(&adb.db, acct.user_id).await,
         LIMIT - 1
     );
     assert_eq!(
-        store(&c, &gw, &acct.key, None, "fits again").await.status(),
+        store(&c, gw, &acct.key, None, "fits again").await.status(),
         200
     );
     assert_eq!(
-        store(&c, &gw, &acct.key, None, "too many").await.status(),
+        store(&c, gw, &acct.key, None, "too many").await.status(),
         403
     );
 
@@ -149,13 +146,13 @@ async fn quota(backend: Backend) {
     accounts::set_tier(&adb.db, acct.user_id, "pro").await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
-        store(&c, &gw, &acct.key, None, "pro now").await.status(),
+        store(&c, gw, &acct.key, None, "pro now").await.status(),
         200
     );
     // Agents: pro allows 5; use 3.
     for a in ["a1", "a2", "a3"] {
         assert_eq!(
-            store(&c, &gw, &acct.key, Some(a), "agent memory")
+            store(&c, gw, &acct.key, Some(a), "agent memory")
                 .await
                 .status(),
             200,
@@ -165,7 +162,7 @@ async fn quota(backend: Backend) {
     // Downgrade: data stays, reads go on (also in known agents), stores are refused.
     accounts::set_tier(&adb.db, acct.user_id, "free").await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let r = store(&c, &gw, &acct.key, None, "refused").await;
+    let r = store(&c, gw, &acct.key, None, "refused").await;
     assert_eq!(r.status(), 403);
     let r = c
         .get(gw.url("/api/v1/recall?q=memory"))
@@ -212,7 +209,7 @@ async fn quota(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    let m = metrics_text(&gw).await;
+    let m = metrics_text(gw).await;
     assert!(metric_sum(&m, "gateway_quota_rejections_total", &["kind=\"memories\""]) >= 49.0);
     assert!(metric_sum(&m, "gateway_quota_rejections_total", &["kind=\"agents\""]) >= 1.0);
 }
@@ -255,12 +252,7 @@ async fn agents_limit_exact(backend: Backend) {
 /// Engine-side changes the gateway did not see (here: forgets sent to the engine directly) are
 /// corrected by the periodic reconciliation.
 async fn reconciliation(backend: Backend) {
-    let Some(Stack {
-        dir: _dir,
-        adb,
-        engine,
-        gw,
-    }) = stack(
+    let Some(s) = stack(
         backend,
         "gw-reconcile",
         &tiers(),
@@ -270,6 +262,9 @@ async fn reconciliation(backend: Backend) {
     else {
         return;
     };
+    let Stack {
+        adb, engine, gw, ..
+    } = &s;
     let c = client();
     let acct = accounts::create_account(&adb.db, "free").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -278,7 +273,7 @@ async fn reconciliation(backend: Backend) {
         .into_iter()
         .enumerate()
     {
-        let r = store(&c, &gw, &acct.key, agent, &format!("m{i}")).await;
+        let r = store(&c, gw, &acct.key, agent, &format!("m{i}")).await;
         assert_eq!(r.status(), 200);
         ids.push((
             agent,
