@@ -42,6 +42,17 @@ pub struct GatewayConfig {
     pub body_timeout_secs: u64,
     /// Largest accepted request body on /api/v1/* (bytes).
     pub max_body_bytes: u64,
+    /// Largest request body forwarded to billing (bytes).
+    pub max_billing_body_bytes: u64,
+    /// Trailer fields of chunked request bodies passed on (lower-case names); every other
+    /// trailer is dropped, and so are names the gateway controls, listed or not.
+    #[serde(deserialize_with = "lower_case_names")]
+    pub allowed_trailers: Vec<String>,
+    /// Deadline of a new connection's first byte (s, at least 1): [`GatewayConfig::first_byte_timeout`].
+    #[serde(deserialize_with = "at_least_one")]
+    pub first_byte_timeout_secs: u64,
+    /// Client connections per IP address (0 = no cap).
+    pub max_connections_per_ip: u32,
     /// Principal cache capacity (entries).
     pub auth_cache_capacity: u64,
     /// Principal cache TTL (s), a safety net behind the change feed.
@@ -95,7 +106,31 @@ fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error>
     }
 }
 
+/// Field names, lower-cased; each must be a valid field name (token characters).
+fn lower_case_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let names = <Vec<String> as serde::Deserialize>::deserialize(d)?;
+    for n in &names {
+        if n.is_empty()
+            || !n
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+        {
+            return Err(serde::de::Error::custom(format!(
+                "{n:?} is not a field name"
+            )));
+        }
+    }
+    Ok(names.into_iter().map(|n| n.to_ascii_lowercase()).collect())
+}
+
 impl GatewayConfig {
+    /// How long a new connection may stay silent before its first request starts arriving.
+    /// Shorter than the keep-alive timeout: a connection that has not yet sent anything has
+    /// shown nothing worth holding a buffer and a descriptor for.
+    pub fn first_byte_timeout(&self) -> Duration {
+        Duration::from_secs(self.first_byte_timeout_secs)
+    }
+
     pub fn db_timeout(&self) -> Duration {
         Duration::from_millis(self.db_timeout_ms.max(1))
     }
@@ -157,6 +192,23 @@ mod tests {
         let cfg = gateway_with_env(&[("STELLAR_GATEWAY_BODY_TIMEOUT_SECS", "3")]).unwrap();
         assert_eq!(cfg.body_timeout(), Duration::from_secs(3));
         zero_is_refused_with_its_key_and_source("body_timeout_secs");
+    }
+
+    #[test]
+    fn hardening_defaults_and_overrides() {
+        let cfg = gateway_with_env(&[]).unwrap();
+        assert_eq!(cfg.first_byte_timeout(), Duration::from_secs(10));
+        assert_eq!(cfg.max_connections_per_ip, 512);
+        assert_eq!(cfg.max_billing_body_bytes, 1024 * 1024);
+        assert!(cfg.allowed_trailers.is_empty());
+        let cfg = gateway_with_env(&[
+            ("STELLAR_GATEWAY_FIRST_BYTE_TIMEOUT_SECS", "2"),
+            ("STELLAR_GATEWAY_MAX_CONNECTIONS_PER_IP", "0"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.first_byte_timeout(), Duration::from_secs(2));
+        assert_eq!(cfg.max_connections_per_ip, 0);
+        zero_is_refused_with_its_key_and_source("first_byte_timeout_secs");
     }
 
     #[test]

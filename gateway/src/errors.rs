@@ -44,7 +44,13 @@ pub enum Reject {
     },
     /// The quota store could not be reached for a store request.
     QuotaUnavailable,
-    BadRequest,
+    /// Malformed framing, a bad `Host`, a request target another server could read
+    /// differently: the reason is shown to the client.
+    BadRequest(&'static str),
+    /// A method the gateway never forwards (`CONNECT`, `TRACE`, unknown ones).
+    MethodNotAllowed,
+    /// The client IP already holds `gateway.max_connections_per_ip` connections.
+    TooManyConnections,
     /// The request body did not arrive in time.
     RequestTimeout,
     /// The request head is larger than the gateway accepts.
@@ -59,7 +65,9 @@ impl Reject {
         match self {
             Reject::MissingKey | Reject::MalformedKey | Reject::UnknownKey => 401,
             Reject::MemoryQuota { .. } | Reject::AgentLimit { .. } => 403,
-            Reject::InvalidAgent | Reject::BadRequest => 400,
+            Reject::InvalidAgent | Reject::BadRequest(_) => 400,
+            Reject::MethodNotAllowed => 405,
+            Reject::TooManyConnections => 429,
             Reject::RequestTimeout => 408,
             Reject::BodyTooLarge { .. } => 413,
             Reject::HeadTooLarge => 431,
@@ -84,7 +92,9 @@ impl Reject {
             Reject::InvalidAgent => "invalid_agent",
             Reject::BodyTooLarge { .. } => "body_too_large",
             Reject::QuotaUnavailable => "quota_unavailable",
-            Reject::BadRequest => "bad_request",
+            Reject::BadRequest(_) => "bad_request",
+            Reject::MethodNotAllowed => "method_not_allowed",
+            Reject::TooManyConnections => "too_many_connections",
             Reject::RequestTimeout => "request_timeout",
             Reject::HeadTooLarge => "head_too_large",
             Reject::BadGateway => "bad_gateway",
@@ -176,7 +186,12 @@ impl Reject {
                 json!({"detail": format!("Request body larger than {limit} bytes")}),
                 JSON,
             ),
-            Reject::BadRequest => (json!({"detail": "Bad request"}), JSON),
+            Reject::BadRequest(why) => (json!({"detail": format!("Bad request: {why}")}), JSON),
+            Reject::MethodNotAllowed => (json!({"detail": "Method not allowed"}), JSON),
+            Reject::TooManyConnections => (
+                json!({"detail": "Too many connections from this address"}),
+                JSON,
+            ),
             Reject::RequestTimeout => {
                 (json!({"detail": "Request body not received in time"}), JSON)
             }
@@ -201,6 +216,7 @@ impl Reject {
             Reject::MissingKey | Reject::MalformedKey | Reject::UnknownKey => {
                 vec![("WWW-Authenticate", "Bearer".to_string())]
             }
+            Reject::MethodNotAllowed => vec![("Allow", stellar_proto::route::ALLOW.to_string())],
             _ => Vec::new(),
         }
     }

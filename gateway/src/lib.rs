@@ -38,18 +38,18 @@ pub mod auth;
 pub mod config;
 pub mod errors;
 pub mod feed;
-pub mod h1;
 pub mod limits;
 pub mod metrics;
 pub mod ops;
 pub mod proxy;
 pub mod quota;
 pub mod redis_limit;
-pub mod routing;
 pub mod service;
 pub mod tier_meta;
 pub mod upstream;
 pub mod usage;
 
 pub use config::GatewayConfig;
+/// HTTP/1.1 framing and the request target live in `stellar-proto` (fuzzed on their own).
+pub use stellar_proto::{h1, route as routing};
 pub use service::run;

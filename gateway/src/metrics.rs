@@ -3,9 +3,11 @@
 //! Labels are bounded: route names, status codes, tier names, outcomes — never a key or an
 //! account id.
 
+use crate::routing::Route;
 use once_cell::sync::Lazy;
 use pingora_prometheus::prometheus::{
-    register_histogram, register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge,
     register_int_gauge_vec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec,
 };
@@ -57,10 +59,8 @@ pub static AUTH_CACHE: Lazy<IntCounterVec> = Lazy::new(|| {
 pub static AUTH_CACHE_BY_OUTCOME: Lazy<[IntCounter; 3]> =
     Lazy::new(|| ["hit", "miss", "negative_hit"].map(|r| AUTH_CACHE.with_label_values(&[r])));
 
-pub static REQUEST_SECONDS_BY_ROUTE: Lazy<[Histogram; 6]> = Lazy::new(|| {
-    ["health", "store", "forget", "events", "engine", "billing"]
-        .map(|r| REQUEST_SECONDS.with_label_values(&[r]))
-});
+pub static REQUEST_SECONDS_BY_ROUTE: Lazy<[Histogram; Route::ALL.len()]> =
+    Lazy::new(|| Route::ALL.map(|r| REQUEST_SECONDS.with_label_values(&[r.label()])));
 
 pub static UPSTREAM_SECONDS_BY_UPSTREAM: Lazy<[Histogram; 2]> =
     Lazy::new(|| ["engine", "billing"].map(|u| UPSTREAM_SECONDS.with_label_values(&[u])));
@@ -167,10 +167,19 @@ pub static INFLIGHT: Lazy<IntGauge> = Lazy::new(|| {
     register_int_gauge!("gateway_inflight_requests", "Requests being processed.").expect("metric")
 });
 
+pub static CONNECTIONS_REFUSED: Lazy<IntCounter> = Lazy::new(|| {
+    register_int_counter!(
+        "gateway_connections_refused_total",
+        "Client connections refused because their IP held gateway.max_connections_per_ip."
+    )
+    .expect("metric")
+});
+
 /// Touch every metric so `/metrics` lists them from the start (with zero values where labels
 /// are fixed).
 pub fn init() {
     Lazy::force(&REQUESTS);
+    Lazy::force(&CONNECTIONS_REFUSED);
     Lazy::force(&REQUEST_SECONDS);
     Lazy::force(&UPSTREAM_SECONDS);
     Lazy::force(&AUTH_CACHE_BY_OUTCOME);

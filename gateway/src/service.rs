@@ -216,6 +216,7 @@ pub fn run(cfg: GatewayConfig, common: CommonConfig) -> anyhow::Result<()> {
             .build(),
         usage: usage.clone(),
         inflight: inflight.clone(),
+        conns: Arc::new(crate::proxy::ConnsPerIp::new(cfg.max_connections_per_ip)),
     };
     let handles = Arc::new(GatewaySharedHandles {
         cfg: cfg.clone(),

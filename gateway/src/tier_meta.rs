@@ -6,7 +6,7 @@
 use crate::h1;
 use crate::limits::{self, Backend, Decision, Rate};
 use crate::metrics;
-use crate::routing::{EngineOp, Route};
+use crate::routing::Route;
 use pingora_prometheus::prometheus::IntCounter;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -15,7 +15,7 @@ use stellar_common::{Tier, Tiers};
 /// Metric label of requests without a principal.
 pub const NO_TIER: &str = "none";
 
-const ROUTES: usize = 6;
+const ROUTES: usize = Route::ALL.len();
 const STATUSES: usize = STATUS_LABELS.len() + 5;
 
 /// Status codes with their own label; anything else is labelled by class.
@@ -63,14 +63,7 @@ pub fn status_label(s: u16) -> &'static str {
 }
 
 pub fn route_index(r: Route) -> usize {
-    match r {
-        Route::Health => 0,
-        Route::Engine(EngineOp::Store) => 1,
-        Route::Engine(EngineOp::Forget) => 2,
-        Route::Engine(EngineOp::Events) => 3,
-        Route::Engine(EngineOp::Other) => 4,
-        Route::Billing { .. } => 5,
-    }
+    r.index()
 }
 
 /// One rate-limit policy (a tier, or "ip") and one tier label.

@@ -8,8 +8,15 @@
 //! work (see BENCHMARKS.md). Here an idle connection is just parked in a per-thread stack; on
 //! reuse a zero-cost readiness poll tells whether the upstream closed or wrote to it meanwhile,
 //! and connections idle longer than `idle_timeout` are dropped.
+//!
+//! Dropped on time, not only when next looked at: a thread that parks a connection starts one
+//! sweeper task for its pools (on its own single-threaded runtime), which closes what has been
+//! idle for `idle_timeout` and ends when the pools are empty. An upstream therefore never sees a
+//! gateway hold an idle connection much past `upstream_idle_timeout_secs`, however quiet the
+//! gateway is. (With `gateway.work_stealing = true` there is no per-thread runtime to pin the
+//! sweeper to: idle connections are then dropped when their thread next uses its pool.)
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -26,6 +33,8 @@ pub struct Upstream {
     /// Which of the per-thread pools holds its idle connections.
     slot: usize,
     pub addr: SocketAddr,
+    /// `addr` as a `Host` value.
+    pub host: String,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
 }
@@ -39,12 +48,14 @@ pub enum ConnectError {
 
 struct Idle {
     addr: SocketAddr,
-    since: Instant,
+    expires: Instant,
     stream: TcpStream,
 }
 
 thread_local! {
     static POOLS: RefCell<[Vec<Idle>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+    /// Whether this thread's pools have a sweeper task.
+    static SWEEPING: Cell<bool> = const { Cell::new(false) };
 }
 
 impl Upstream {
@@ -59,6 +70,7 @@ impl Upstream {
         Upstream {
             slot,
             addr,
+            host: addr.to_string(),
             connect_timeout,
             idle_timeout,
         }
@@ -68,7 +80,7 @@ impl Upstream {
     pub fn pooled(&self) -> Option<TcpStream> {
         loop {
             let idle = POOLS.with(|p| p.borrow_mut()[self.slot].pop())?;
-            if idle.addr != self.addr || idle.since.elapsed() >= self.idle_timeout {
+            if idle.addr != self.addr || Instant::now() >= idle.expires {
                 continue;
             }
             if let Some(stream) = still_idle(idle.stream) {
@@ -104,11 +116,47 @@ impl Upstream {
             }
             pool.push(Idle {
                 addr: self.addr,
-                since: Instant::now(),
+                expires: Instant::now() + self.idle_timeout,
                 stream,
             });
         });
+        if !SWEEPING.get() {
+            self.start_sweeper();
+        }
     }
+
+    /// Close this thread's expired idle connections every `idle_timeout / 4` (at least 50 ms,
+    /// at most 5 s) until its pools are empty.
+    fn start_sweeper(&self) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if rt.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
+            return;
+        }
+        SWEEPING.set(true);
+        let tick = (self.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(tick).await;
+                if sweep(Instant::now()) == 0 {
+                    SWEEPING.set(false);
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Drop this thread's idle connections that expired by `now`; how many are left.
+fn sweep(now: Instant) -> usize {
+    POOLS.with(|p| {
+        let mut pools = p.borrow_mut();
+        pools.iter_mut().fold(0, |left, pool| {
+            pool.retain(|i| i.expires > now);
+            left + pool.len()
+        })
+    })
 }
 
 /// An idle keep-alive connection must have nothing to read: end-of-file means the upstream
@@ -121,5 +169,45 @@ fn still_idle(mut stream: TcpStream) -> Option<TcpStream> {
     match Pin::new(&mut stream).poll_read(&mut cx, &mut buf) {
         Poll::Pending => Some(stream),
         Poll::Ready(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// An idle pooled connection is closed once `idle_timeout` has passed, with no traffic that
+    /// would look at the pool; one still within it stays open.
+    #[tokio::test(flavor = "current_thread")]
+    async fn idle_connections_are_closed_on_time_without_traffic() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let short = Upstream::new(0, addr, Duration::from_secs(1), Duration::from_millis(300));
+        let long = Upstream::new(1, addr, Duration::from_secs(1), Duration::from_secs(60));
+        let a = short.connect().await.unwrap();
+        let (mut a_peer, _) = listener.accept().await.unwrap();
+        let b = long.connect().await.unwrap();
+        let (mut b_peer, _) = listener.accept().await.unwrap();
+        short.release(a);
+        long.release(b);
+
+        let started = Instant::now();
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), a_peer.read(&mut byte))
+            .await
+            .expect("the idle connection is closed by the sweeper")
+            .unwrap();
+        assert_eq!(n, 0, "end of file");
+        assert!(started.elapsed() >= Duration::from_millis(250), "not before its time");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), b_peer.read(&mut byte))
+                .await
+                .is_err(),
+            "a connection within its idle time stays open"
+        );
+        assert!(SWEEPING.get(), "the sweeper runs while the pools hold connections");
+        assert!(long.pooled().is_some(), "and it is still usable");
     }
 }

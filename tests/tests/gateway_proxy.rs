@@ -378,15 +378,6 @@ both_dbs!(
 );
 both_dbs!(engine_tenancy_sse_metrics_502, super::engine_behaviour);
 
-/// Send raw bytes, read what comes back until the peer closes or `until` is seen after a
-/// complete head (a crude HTTP/1 client, so the test controls every byte on the wire).
-async fn raw_exchange(addr: &str, req: &[u8], until: &str) -> String {
-    use tokio::io::AsyncWriteExt;
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(req).await.unwrap();
-    read_until(&mut s, until).await
-}
-
 /// An upstream that answers each request on a connection and then, 50 ms later, closes the
 /// idle connection (as a server with a short keep-alive timeout does). Counts connections.
 async fn start_closing_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
@@ -601,8 +592,8 @@ async fn start_scripted_upstream() -> (String, std::sync::Arc<std::sync::Mutex<V
 const CHUNKED_BODY: &str = "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
 
 /// HTTP/1.1 framing end to end on the gateway's own proxy core: pipelined requests, chunked
-/// bodies passed through byte for byte both ways (extensions and trailers included), de-chunked
-/// for an HTTP/1.0 client, close-delimited answers, request smuggling shapes and oversized heads
+/// answers passed through byte for byte (extensions and trailers included) and chunked requests
+/// re-framed by the gateway, de-chunked for an HTTP/1.0 client, close-delimited answers, request smuggling shapes and oversized heads
 /// refused, and a refused request's body discarded so its connection keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http1_framing_end_to_end() {
@@ -656,7 +647,8 @@ async fn http1_framing_end_to_end() {
     );
     assert_eq!(body, "until-close");
 
-    // A chunked upload, written in pieces: the upstream receives the chunks byte for byte.
+    // A chunked upload, written in pieces: the upstream receives the same data re-framed by the
+    // gateway, in the pieces it arrived in, without the extension and the (unlisted) trailer.
     seen.lock().unwrap().clear();
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
@@ -677,7 +669,10 @@ async fn http1_framing_end_to_end() {
         .cloned()
         .expect("upstream got the upload");
     let got = String::from_utf8_lossy(&got).into_owned();
-    assert!(got.ends_with(&format!("\r\n\r\n{CHUNKED_BODY}")), "{got}");
+    assert!(
+        got.ends_with("\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n6\r\n world\r\n0\r\n\r\n"),
+        "{got}"
+    );
     assert!(
         got.to_ascii_lowercase()
             .contains("transfer-encoding: chunked"),
@@ -938,24 +933,4 @@ async fn write_slowly(s: &mut tokio::net::TcpStream, bytes: &[u8]) {
         s.write_all(piece).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Read from `s` until `until` has been seen (with an empty `until`: until the peer closes), or
-/// 5 s pass.
-async fn read_until(s: &mut (impl tokio::io::AsyncRead + Unpin), until: &str) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-            Err(_) => {}
-        }
-        if !until.is_empty() && String::from_utf8_lossy(&out).contains(until) {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

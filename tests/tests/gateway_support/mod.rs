@@ -388,3 +388,86 @@ pub fn echoed(resp: &reqwest::Response) -> serde_json::Value {
     )
     .unwrap()
 }
+
+/// Send raw bytes, read what comes back until the peer closes or `until` is seen after a
+/// complete head (a crude HTTP/1 client, so the test controls every byte on the wire).
+pub async fn raw_exchange(addr: &str, req: &[u8], until: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(req).await.unwrap();
+    read_until(&mut s, until).await
+}
+
+/// Read from `s` until `until` has been seen (with an empty `until`: until the peer closes), or
+/// 5 s pass.
+pub async fn read_until(s: &mut (impl tokio::io::AsyncRead + Unpin), until: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if !until.is_empty() && String::from_utf8_lossy(&out).contains(until) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A raw upstream that records exactly the bytes it received. Each connection is read until
+/// the peer closes or 300 ms pass without a byte, then answered `200 ok` and closed: it never
+/// parses, so it shows the bytes a server with any parser would see.
+pub struct Capture {
+    pub addr: String,
+    /// What each connection received, in order of connection.
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Capture {
+    pub async fn start() -> Capture {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    while let Ok(Ok(n)) =
+                        tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await
+                    {
+                        if n == 0 {
+                            break;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    log.lock().unwrap().push(got);
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                        .await;
+                });
+            }
+        });
+        Capture { addr, seen }
+    }
+
+    /// Everything received so far, all connections, as text.
+    pub fn text(&self) -> String {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n--\n")
+    }
+
+    pub fn clear(&self) {
+        self.seen.lock().unwrap().clear();
+    }
+}

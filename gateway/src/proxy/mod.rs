@@ -17,11 +17,11 @@
 use crate::auth::{self, Auth, AuthCache, KeyProblem, Principal};
 use crate::config::GatewayConfig;
 use crate::errors::Reject;
-use crate::h1::{self, Body, Chunked, Head, Invalid, Name};
+use crate::h1::{self, Body, Chunked, Head, Invalid, Name, Part};
 use crate::limits::{self, Decision, Limiter, LocalBuckets, Rate};
 use crate::metrics;
 use crate::quota::{self, AgentCheck, InFlight, Reserve};
-use crate::routing::{self, EngineOp, Route};
+use crate::routing::{self, BadTarget, EngineOp, Route};
 use crate::tier_meta::{self, TierMeta, TierMetas};
 use crate::upstream::{ConnectError, Upstream};
 use crate::usage::Usage;
@@ -41,6 +41,11 @@ use stellar_common::{Db, Tiers};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
+
+mod conns;
+mod rewrite;
+
+pub use conns::ConnsPerIp;
 
 /// Everything a request needs. Cheap-to-clone handles only.
 pub struct Gateway {
@@ -64,6 +69,8 @@ pub struct Gateway {
     pub agents: moka::future::Cache<(Uuid, String), ()>,
     pub usage: Arc<Usage>,
     pub inflight: Arc<InFlight>,
+    /// Open client connections per IP (`gateway.max_connections_per_ip`).
+    pub conns: Arc<ConnsPerIp>,
 }
 
 /// The engine and billing, with their timeouts.
@@ -93,6 +100,8 @@ pub struct Ctx {
     started: Instant,
     request_id: RequestId,
     route: Route,
+    /// Why the request line was refused ([`Route::Invalid`]).
+    refused: Option<Reject>,
     client_ip: Option<IpAddr>,
     principal: Option<Arc<Principal>>,
     agent: Option<String>,
@@ -104,6 +113,9 @@ pub struct Ctx {
     upstream_sent: Option<Instant>,
     reject: Option<&'static str>,
     forget_settled: bool,
+    /// The upstream answered before the request body was all sent: after the answer, read and
+    /// discard what the client still sends for a moment before closing.
+    linger: bool,
     /// The status written to the client (0: none yet).
     status: u16,
     /// Whether the client connection can take another request after this one.
@@ -234,15 +246,17 @@ impl Gateway {
         })
     }
 
+    /// The body limit of this request's upstream.
+    fn body_limit(&self, route: Route) -> u64 {
+        if route.is_engine() {
+            self.cfg.max_body_bytes
+        } else {
+            self.cfg.max_billing_body_bytes
+        }
+    }
+
     /// Steps 2–6 for `/api/v1/*`. `Some` = answer with this instead of proxying.
     async fn engine_checks(&self, req: &Request, ctx: &mut Ctx, op: EngineOp) -> Option<Reject> {
-        if let Body::Length(len) = req.head.body {
-            if len > self.cfg.max_body_bytes {
-                return Some(Reject::BodyTooLarge {
-                    limit: self.cfg.max_body_bytes,
-                });
-            }
-        }
         // Step 2: key present and well-formed, before any cache or DB access.
         let key = match auth::extract_key(req.get(Name::XApiKey), req.get(Name::Authorization)) {
             Ok(k) => k,
@@ -458,6 +472,9 @@ struct Conn<S> {
     body_timeout: Duration,
     /// When the gateway first waited for more of the current request's body.
     body_since: Option<Instant>,
+    /// A request has been read on this connection (the idle wait is then the keep-alive
+    /// timeout, not the first-byte timeout).
+    served: bool,
 }
 
 /// Why a request could not be carried through. Displayed in logs (never with a key).
@@ -608,6 +625,22 @@ impl ServerApp for Gateway {
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let (timeout, body) = (self.upstreams.read_timeout, self.cfg.body_timeout());
+        // Held until the connection is done.
+        let _admitted = match ip.map(|ip| self.conns.admit(ip)) {
+            Some(None) => {
+                let mut io = io;
+                metrics::CONNECTIONS_REFUSED.inc();
+                let mut out = Vec::new();
+                Reject::TooManyConnections.write(&mut out, RequestId::generate().as_str(), true);
+                let _ = tokio::time::timeout(LINGER, async {
+                    io.write_all(&out).await?;
+                    io.shutdown().await
+                })
+                .await;
+                return None;
+            }
+            admitted => admitted,
+        };
         match adopt(io) {
             Ok(Some(tcp)) => {
                 self.serve_connection(&mut Conn::new(tcp, ip, timeout, body), shutdown)
@@ -663,6 +696,7 @@ impl<S: ClientIo> Conn<S> {
             io_timeout,
             body_timeout,
             body_since: None,
+            served: false,
         }
     }
 
@@ -724,7 +758,7 @@ impl Gateway {
                 NextRequest::Invalid(why) => {
                     let r = match why {
                         Invalid::TooLarge => Reject::HeadTooLarge,
-                        Invalid::Malformed(_) => Reject::BadRequest,
+                        Invalid::Malformed(why) => Reject::BadRequest(why),
                     };
                     tracing::info!(status = r.status(), reason = %why, "request refused");
                     let id = RequestId::generate();
@@ -749,6 +783,9 @@ impl Gateway {
                 return;
             }
             if !ctx.keep_alive {
+                if ctx.linger {
+                    c.linger().await;
+                }
                 return;
             }
         }
@@ -766,6 +803,7 @@ impl Gateway {
             if !c.buf.is_empty() {
                 match h1::parse_request(&c.buf, &mut req.head) {
                     Ok(Some(len)) => {
+                        c.served = true;
                         req.bytes.clear();
                         req.bytes.extend_from_slice(&c.buf[..len]);
                         c.buf.advance(len);
@@ -783,9 +821,14 @@ impl Gateway {
                 }
                 c.shrink_buffers(req);
                 c.buf.reserve(4 * 1024);
+                let idle = if c.served {
+                    KEEPALIVE
+                } else {
+                    self.cfg.first_byte_timeout()
+                };
                 tokio::select! {
                     biased;
-                    r = timed(KEEPALIVE, c.io.read_buf(&mut c.buf)) => r,
+                    r = timed(idle, c.io.read_buf(&mut c.buf)) => r,
                     _ = stop.changed() => return NextRequest::Closed,
                 }
             } else {
@@ -804,11 +847,17 @@ impl Gateway {
     }
 
     fn new_ctx(&self, req: &Request, client_ip: Option<IpAddr>, running: bool) -> Ctx {
-        let path = req.head.path(&req.bytes);
+        let (route, refused) =
+            match routing::classify_target(req.method(), req.head.target(&req.bytes)) {
+                Ok(r) => (r, None),
+                Err(BadTarget::Method) => (Route::Invalid, Some(Reject::MethodNotAllowed)),
+                Err(BadTarget::Target(why)) => (Route::Invalid, Some(Reject::BadRequest(why))),
+            };
         Ctx {
             started: Instant::now(),
             request_id: make_request_id(req.head.get_str(&req.bytes, Name::XRequestId)),
-            route: routing::classify(req.method(), &path),
+            route,
+            refused,
             client_ip,
             principal: None,
             agent: None,
@@ -818,6 +867,7 @@ impl Gateway {
             upstream_sent: None,
             reject: None,
             forget_settled: false,
+            linger: false,
             status: 0,
             // HTTP/1.0 clients get one request per connection.
             keep_alive: running && req.head.minor == 1 && !req.head.conn.close,
@@ -832,7 +882,12 @@ impl Gateway {
         req: &Request,
         ctx: &mut Ctx,
     ) -> Result<(), Fail> {
+        let limit = self.body_limit(ctx.route);
         let reject = match ctx.route {
+            Route::Invalid => ctx.refused.take(),
+            _ if matches!(req.head.body, Body::Length(n) if n > limit) => {
+                Some(Reject::BodyTooLarge { limit })
+            }
             Route::Health | Route::Billing { ip_limited: false } => None,
             Route::Billing { ip_limited: true } => self.ip_take(ctx),
             Route::Engine(op) => self.engine_checks(req, ctx, op).await,
@@ -848,7 +903,7 @@ impl Gateway {
                 if ctx.status == 0 {
                     if let Some(mut r) = e.answer() {
                         if let Reject::BodyTooLarge { limit } = &mut r {
-                            *limit = self.cfg.max_body_bytes;
+                            *limit = self.body_limit(ctx.route);
                         }
                         ctx.keep_alive = false;
                         let _ = self.answer(c, ctx, &r).await;
@@ -947,10 +1002,25 @@ impl Gateway {
                     }
                 },
             };
-            self.upstream_head(&mut c.out, req, ctx);
+            let stamp = rewrite::Stamp {
+                engine: ctx.route.is_engine(),
+                user: ctx.principal.as_ref().map(|p| p.user_id),
+                agent: ctx.agent.as_deref(),
+                upstream_api_key: &self.cfg.upstream_api_key,
+                request_id: ctx.request_id.as_str(),
+                client_ip: ctx.client_ip,
+                upstream_host: &up.host,
+            };
+            rewrite::upstream_head(&mut c.out, &req.bytes, &req.head, &stamp);
             ctx.upstream_sent = Some(Instant::now());
             let sent = if has_body {
-                self.send_body(c, req, ctx, &mut tcp).await
+                self.send_body(c, req, ctx, &mut tcp).await.map(|all| {
+                    if !all {
+                        // Answered before the whole body went up: the rest of it is still on
+                        // the client connection, which closes after the answer.
+                        (ctx.keep_alive, ctx.linger) = (false, true);
+                    }
+                })
             } else {
                 timed(ups.read_timeout, tcp.write_all(&c.out))
                     .await
@@ -984,12 +1054,19 @@ impl Gateway {
         let body = resp.body;
         // An HTTP/1.0 client cannot read chunked framing: it gets the data, delimited by close.
         let dechunk = body == Body::Chunked && req.head.minor == 0;
-        let mut reusable = body != Body::Close && resp.minor == 1 && !resp.conn.close;
+        let mut reusable =
+            body != Body::Close && resp.minor == 1 && !resp.conn.close && !ctx.linger;
         if body == Body::Close {
             ctx.keep_alive = false;
         }
         c.out.clear();
-        self.response_head(&mut c.out, &c.resp, ctx, dechunk);
+        let answer = rewrite::Answer {
+            rate: ctx.rate.as_ref().map(|(m, d)| (&**m, d)),
+            request_id: ctx.request_id.as_str(),
+            keep_alive: ctx.keep_alive,
+            dechunk,
+        };
+        rewrite::client_head(&mut c.out, &c.resp.bytes, &c.resp.head, &answer);
         ctx.status = status;
 
         // The body, as it arrives (SSE included: every read is written and flushed at once).
@@ -1054,22 +1131,20 @@ impl Gateway {
         Ok(())
     }
 
-    /// Send the head in `c.out` and the request body to the upstream, enforcing the body limit
-    /// on engine routes.
+    /// Send the head in `c.out` and the request body to the upstream, enforcing the body limit.
+    /// A chunked body is re-framed: its data in chunks of the gateway's own, chunk extensions
+    /// dropped, and only the trailers `gateway.allowed_trailers` lets through. `Ok(false)`: the
+    /// upstream answered before the whole body was sent (the rest is not sent; neither
+    /// connection can be reused).
     async fn send_body<S: ClientIo>(
         &self,
         c: &mut Conn<S>,
         req: &Request,
         ctx: &Ctx,
         tcp: &mut TcpStream,
-    ) -> Result<(), Fail> {
-        let limit = if ctx.route.is_engine() {
-            self.cfg.max_body_bytes
-        } else {
-            u64::MAX
-        };
+    ) -> Result<bool, Fail> {
+        let limit = self.body_limit(ctx.route);
         let t = self.upstreams.read_timeout;
-        let to_upstream = |e| Fail::upstream_io("sending the request", e, false);
         match req.head.body {
             Body::None => {}
             Body::Length(mut left) => loop {
@@ -1077,7 +1152,9 @@ impl Gateway {
                 c.out.extend_from_slice(&c.buf[..n]);
                 c.buf.advance(n);
                 left -= n as u64;
-                timed(t, tcp.write_all(&c.out)).await.map_err(to_upstream)?;
+                if !send_up(tcp, &c.out, t).await? {
+                    return Ok(false);
+                }
                 c.out.clear();
                 if left == 0 {
                     break;
@@ -1086,20 +1163,49 @@ impl Gateway {
             },
             Body::Chunked => {
                 let mut walker = Chunked::default();
+                let mut last_chunk_sent = false;
+                let allowed = &self.cfg.allowed_trailers;
                 loop {
-                    let n = walker.walk(&c.buf, |_| {}).map_err(|_| {
-                        Fail::Client("malformed chunked body", Some(Reject::BadRequest))
-                    })?;
+                    let (buf, out) = (&c.buf, &mut c.out);
+                    let n = walker
+                        .walk_parts(buf, |part| match part {
+                            Part::Data(r) => reframe_chunk(out, &buf[r]),
+                            Part::Trailer { name, value } => {
+                                if !last_chunk_sent {
+                                    out.extend_from_slice(b"0\r\n");
+                                    last_chunk_sent = true;
+                                }
+                                if rewrite::trailer_allowed(&buf[name.clone()], allowed) {
+                                    h1::put_field(out, &buf[name], &buf[value]);
+                                }
+                            }
+                        })
+                        .map_err(|e| match e {
+                            Invalid::Malformed(why) => {
+                                Fail::Client("malformed chunked body", Some(Reject::BadRequest(why)))
+                            }
+                            Invalid::TooLarge => Fail::Client(
+                                "malformed chunked body",
+                                Some(Reject::BadRequest("chunked framing too large")),
+                            ),
+                        })?;
                     if walker.data > limit {
                         return Err(Fail::Client(
                             "request body too large",
                             Some(Reject::BodyTooLarge { limit }),
                         ));
                     }
-                    c.out.extend_from_slice(&c.buf[..n]);
                     c.buf.advance(n);
+                    if walker.done() {
+                        if !last_chunk_sent {
+                            c.out.extend_from_slice(b"0\r\n");
+                        }
+                        c.out.extend_from_slice(b"\r\n");
+                    }
                     if !c.out.is_empty() {
-                        timed(t, tcp.write_all(&c.out)).await.map_err(to_upstream)?;
+                        if !send_up(tcp, &c.out, t).await? {
+                            return Ok(false);
+                        }
                         c.out.clear();
                     }
                     if walker.done() {
@@ -1110,97 +1216,7 @@ impl Gateway {
             }
             Body::Close => unreachable!("requests are never close-delimited"),
         }
-        Ok(())
-    }
-
-    /// The request head as the upstream sees it (step 7): nothing the client says about identity
-    /// reaches an upstream, hop-by-hop fields stay on this hop, and the gateway's own
-    /// `X-Stellar-User`, `X-Request-Id` and `X-Forwarded-For` are set.
-    fn upstream_head(&self, out: &mut Vec<u8>, req: &Request, ctx: &Ctx) {
-        let b = &req.bytes;
-        let h = &req.head;
-        let engine = ctx.route.is_engine();
-        out.clear();
-        out.extend_from_slice(h.method(b).as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(h.target(b).as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, f) in &h.fields {
-            let drop = match name {
-                n if n.is_hop_by_hop() => true,
-                Name::Expect
-                | Name::XStellarAgent
-                | Name::XStellarOther
-                | Name::XRequestId
-                | Name::XForwardedFor => true,
-                Name::XApiKey | Name::Authorization => engine,
-                Name::ContentLength | Name::TransferEncoding => false,
-                _ => {
-                    h.conn.names_fields
-                        && !f.name(b).eq_ignore_ascii_case(b"host")
-                        && h.connection_names(b, f.name(b))
-                }
-            };
-            if !drop {
-                h1::put_field(out, f.name(b), f.value(b));
-            }
-        }
-        if engine {
-            if let Some(p) = &ctx.principal {
-                let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-                let id = p.user_id.hyphenated().encode_lower(&mut buf);
-                h1::put_field(out, b"X-Stellar-User", id.as_bytes());
-            }
-            if let Some(a) = &ctx.agent {
-                h1::put_field(out, b"X-Stellar-Agent", a.as_bytes());
-            }
-            if !self.cfg.upstream_api_key.is_empty() {
-                h1::put_field(out, b"X-API-Key", self.cfg.upstream_api_key.as_bytes());
-            }
-        }
-        h1::put_field(out, b"X-Request-Id", ctx.request_id.as_str().as_bytes());
-        if let Some(ip) = ctx.client_ip {
-            use std::io::Write;
-            out.extend_from_slice(b"X-Forwarded-For: ");
-            let _ = write!(out, "{ip}");
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-    }
-
-    /// The response head as the client sees it: the upstream's, without its hop-by-hop fields,
-    /// plus the rate-limit fields and `X-Request-Id`.
-    fn response_head(&self, out: &mut Vec<u8>, resp: &Request, ctx: &Ctx, dechunk: bool) {
-        let b = &resp.bytes;
-        let h = &resp.head;
-        out.extend_from_slice(b"HTTP/1.1 ");
-        h1::put_num(out, u64::from(h.status));
-        out.push(b' ');
-        out.extend_from_slice(h.reason(b));
-        out.extend_from_slice(b"\r\n");
-        let has_te = h.fields.iter().any(|(n, _)| *n == Name::TransferEncoding);
-        for (name, f) in &h.fields {
-            let drop = match name {
-                n if n.is_hop_by_hop() => true,
-                Name::XRequestId => true,
-                Name::RateLimitField => ctx.rate.is_some(),
-                Name::TransferEncoding => dechunk,
-                // With Transfer-Encoding, a Content-Length is wrong (RFC 9112 §6.3).
-                Name::ContentLength => has_te,
-                _ => h.conn.names_fields && h.connection_names(b, f.name(b)),
-            };
-            if !drop {
-                h1::put_field(out, f.name(b), f.value(b));
-            }
-        }
-        if let Some((meta, d)) = &ctx.rate {
-            meta.write_fields(out, d, limits::unix_now());
-        }
-        h1::put_field(out, b"X-Request-Id", ctx.request_id.as_str().as_bytes());
-        if !ctx.keep_alive {
-            out.extend_from_slice(b"Connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
+        Ok(true)
     }
 
     /// Runs once per request on every path: settle what is left of the quota, count, log.
@@ -1286,6 +1302,36 @@ async fn read_response_head<S: ClientIo>(
             }
             Err(e) => return Err(Fail::upstream_io("reading the response", e, !received)),
         }
+    }
+}
+
+/// Write `bytes` (request head and body) to the upstream, unless it answers first: an upstream
+/// that refuses a request early (billing's 413 on an oversized body) answers and closes without
+/// reading the rest, and a gateway that kept writing would lose the answer to a reset.
+/// `Ok(false)`: the upstream has something to say (or closed); stop sending and read it.
+async fn send_up(tcp: &mut TcpStream, bytes: &[u8], t: Duration) -> Result<bool, Fail> {
+    let (mut rd, mut wr) = tcp.split();
+    let mut byte = [0u8; 1];
+    tokio::select! {
+        // Most writes complete at the first poll, before the other branch is looked at.
+        biased;
+        r = timed(t, wr.write_all(bytes)) => {
+            r.map_err(|e| Fail::upstream_io("sending the request", e, false))?;
+            Ok(true)
+        }
+        // A peek, not a readiness wait: readiness left over from the last answer read on this
+        // connection would fire at once with nothing to read.
+        _ = rd.peek(&mut byte) => Ok(false),
+    }
+}
+
+/// Append one chunk holding `data` (none for empty data: that would end the body).
+fn reframe_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    use std::io::Write;
+    if !data.is_empty() {
+        let _ = write!(out, "{:x}\r\n", data.len());
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
     }
 }
 

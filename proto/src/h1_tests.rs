@@ -273,7 +273,7 @@ fn request_every_proper_prefix_is_incomplete() {
 fn request_length_excludes_following_body_and_next_message() {
     let mut buf = FULL_REQUEST.to_vec();
     buf.extend_from_slice(b"hello");
-    buf.extend_from_slice(b"GET /next HTTP/1.1\r\n\r\n");
+    buf.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
     let (head, len) = req(&buf);
     assert_eq!(len, FULL_REQUEST.len());
     assert_eq!(&buf[len..len + 5], b"hello");
@@ -303,39 +303,44 @@ fn request_line_origin_form_with_query() {
 
 #[test]
 fn request_line_origin_form_without_query() {
-    let buf = b"DELETE /v1/items/42 HTTP/1.1\r\n\r\n";
+    let buf = b"DELETE /v1/items/42 HTTP/1.1\r\nHost: h\r\n\r\n";
     assert_request_line(buf, "DELETE", "/v1/items/42", "/v1/items/42");
 }
 
 #[test]
 fn request_line_absolute_form_is_reduced_to_its_path() {
     assert_request_line(
-        b"GET http://h/p?q HTTP/1.1\r\n\r\n",
+        b"GET http://h/p?q HTTP/1.1\r\nHost: h\r\n\r\n",
         "GET",
         "http://h/p?q",
         "/p",
     );
     assert_request_line(
-        b"GET https://api.example.com:8443/v1/a/b?x=1 HTTP/1.1\r\n\r\n",
+        b"GET https://api.example.com:8443/v1/a/b?x=1 HTTP/1.1\r\nHost: h\r\n\r\n",
         "GET",
         "https://api.example.com:8443/v1/a/b?x=1",
         "/v1/a/b",
     );
     // No path at all: the origin-form equivalent is "/".
-    assert_request_line(b"GET http://h HTTP/1.1\r\n\r\n", "GET", "http://h", "/");
+    assert_request_line(
+        b"GET http://h HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET",
+        "http://h",
+        "/",
+    );
 }
 
 #[test]
 fn request_line_asterisk_and_authority_forms_are_kept_as_is() {
-    assert_request_line(b"OPTIONS * HTTP/1.1\r\n\r\n", "OPTIONS", "*", "*");
-    let buf = b"CONNECT h.example:443 HTTP/1.1\r\n\r\n";
+    assert_request_line(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", "OPTIONS", "*", "*");
+    let buf = b"CONNECT h.example:443 HTTP/1.1\r\nHost: h.example:443\r\n\r\n";
     assert_request_line(buf, "CONNECT", "h.example:443", "h.example:443");
 }
 
 #[test]
 fn request_minor_version() {
     assert_eq!(req(b"GET / HTTP/1.0\r\n\r\n").0.minor, 0);
-    assert_eq!(req(b"GET / HTTP/1.1\r\n\r\n").0.minor, 1);
+    assert_eq!(req(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").0.minor, 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -360,7 +365,7 @@ x-api-key: k2\r\n\
         .map(|(n, f)| (*n, f.name(buf), f.value(buf)))
         .collect();
     let want: Vec<(Name, &[u8], &[u8])> = vec![
-        (Name::Other, b"Host", b"h"),
+        (Name::Host, b"Host", b"h"),
         (Name::XApiKey, b"x-api-key", b"k1"),
         (Name::Other, b"X-Custom", b"a b\tc"),
         (Name::Authorization, b"Authorization", b"Bearer t"),
@@ -378,7 +383,7 @@ x-api-key: k2\r\n\
 
 #[test]
 fn request_field_ranges_point_into_the_buffer_at_the_right_offsets() {
-    let buf = b"GET / HTTP/1.1\r\nAbc: xyz\r\n\r\n";
+    let buf = b"GET / HTTP/1.1\r\nAbc: xyz\r\nHost: h\r\n\r\n";
     let (head, _) = req(buf);
     let (_, f) = head.fields[0];
     let name_at = buf.windows(3).position(|w| w == b"Abc").unwrap();
@@ -389,7 +394,7 @@ fn request_field_ranges_point_into_the_buffer_at_the_right_offsets() {
 
 #[test]
 fn request_get_str_rejects_non_utf8() {
-    let buf = b"GET / HTTP/1.1\r\nX-Request-Id: a\xffb\r\n\r\n";
+    let buf = b"GET / HTTP/1.1\r\nX-Request-Id: a\xffb\r\nHost: h\r\n\r\n";
     let (head, _) = req(buf);
     assert_eq!(head.get(buf, Name::XRequestId), Some(&b"a\xffb"[..]));
     assert_eq!(head.get_str(buf, Name::XRequestId), None);
@@ -403,12 +408,12 @@ fn request_exactly_max_fields_is_accepted_one_more_is_too_large() {
 
 #[test]
 fn request_partial_head_longer_than_max_head_is_too_large() {
-    assert_unended_head_limit(b"GET / HTTP/1.1\r\nX-Big: ", parse_request);
+    assert_unended_head_limit(b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: ", parse_request);
 }
 
 #[test]
 fn request_complete_head_larger_than_max_head_is_too_large() {
-    let prefix = b"GET / HTTP/1.1\r\nX-Big: ";
+    let prefix = b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: ";
     let end = b"\r\n\r\n";
     // Exactly MAX_HEAD bytes: fine.
     let mut buf = padded(prefix, MAX_HEAD - end.len(), b'a');
@@ -542,7 +547,7 @@ fn head_is_reset_when_reused() {
     assert_eq!(head.body, Body::Length(3));
 
     // And back to a request: status cleared.
-    let fourth = b"GET / HTTP/1.1\r\n\r\n";
+    let fourth = b"GET / HTTP/1.0\r\n\r\n";
     assert!(parse_request(fourth, &mut head).unwrap().is_some());
     assert_eq!(head.status, 0);
     assert!(head.fields.is_empty());
@@ -981,12 +986,15 @@ fn name_of_near_misses_are_other() {
         // One character short, one character more, one character changed.
         let short = &name[..name.len() - 1];
         let long = format!("{name}s");
-        let changed = format!("{}_", short);
+        let changed = format!("{}z", short);
         for v in [short.to_string(), long, changed] {
             let got = Name::of(v.as_bytes());
-            // Variations of x-stellar-agent are still X-Stellar-*.
+            // Variations of x-stellar-agent are still X-Stellar-*, and of x-forwarded-for
+            // X-Forwarded-*.
             let expect = if v.len() > 10 && v.starts_with("x-stellar-") {
                 Name::XStellarOther
+            } else if v.len() > 12 && v.starts_with("x-forwarded-") {
+                Name::ForwardedOther
             } else {
                 Name::Other
             };
@@ -997,8 +1005,7 @@ fn name_of_near_misses_are_other() {
         &[
             "",
             "t",
-            "host",
-            "content_length",
+            "hosts",
             "content-length ",
             " te",
             "x-api-keys",
@@ -1033,21 +1040,53 @@ fn name_of_x_stellar_prefix() {
             "x-stellarx",
             "x-stellarxy",
             "y-stellar-agent",
-            "x_stellar_agent",
         ],
         Name::Other,
     );
 }
 
 #[test]
+fn name_of_underscore_lookalikes() {
+    // Read as a controlled name once `_` is taken for `-`: never forwarded.
+    assert_names(
+        &[
+            "x_stellar_agent",
+            "X_Stellar_User",
+            "x-stellar_user",
+            "X_STELLAR_ANYTHING",
+            "x_api_key",
+            "X-API_KEY",
+            "content_length",
+            "Transfer_Encoding",
+            "x_request_id",
+            "X_Forwarded_For",
+            "x_forwarded_host",
+            "x_real_ip",
+            "http2_settings",
+            "proxy_connection",
+            "keep_alive",
+            "host_",
+            "x_stellar_a_very_long_internal_field_name_that_is_longer_than_sixty_four_bytes",
+        ]
+        .iter()
+        .filter(|n| **n != "host_")
+        .copied()
+        .collect::<Vec<_>>(),
+        Name::Lookalike,
+    );
+    // Other names with `_` are just names.
+    assert_names(&["x_custom", "my_header", "host_", "_", "x_stellar"], Name::Other);
+}
+
+#[test]
 fn name_of_is_applied_to_parsed_fields() {
     let buf =
-        b"GET / HTTP/1.1\r\nX-Stellar-Tier: gold\r\nTE: trailers\r\nX-STELLAR-AGENT: a\r\n\r\n";
+        b"GET / HTTP/1.1\r\nX-Stellar-Tier: gold\r\nTE: trailers\r\nX-STELLAR-AGENT: a\r\nHost: h\r\n\r\n";
     let (head, _) = req(buf);
     let names: Vec<Name> = head.fields.iter().map(|(n, _)| *n).collect();
     assert_eq!(
         names,
-        vec![Name::XStellarOther, Name::Te, Name::XStellarAgent]
+        vec![Name::XStellarOther, Name::Te, Name::XStellarAgent, Name::Host]
     );
 }
 
@@ -1590,4 +1629,140 @@ fn invalid_display() {
         Invalid::Malformed("bad Content-Length").to_string(),
         "bad Content-Length"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Smuggling shapes (issue 12): refused, never guessed
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn any_transfer_encoding_with_a_content_length_is_refused() {
+    for te in ["", ",", " , ", "chunked", "identity", "gzip, chunked"] {
+        let buf = format!(
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: {te}\r\nContent-Length: 3\r\n\r\n"
+        );
+        assert_malformed(buf.as_bytes(), parse_request(buf.as_bytes(), &mut Head::default()));
+        // The order of the fields does not matter.
+        let buf = format!(
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: {te}\r\n\r\n"
+        );
+        assert_malformed(buf.as_bytes(), parse_request(buf.as_bytes(), &mut Head::default()));
+    }
+}
+
+#[test]
+fn an_empty_transfer_encoding_is_refused_even_alone() {
+    for te in ["", ",", " ,, "] {
+        let buf = format!("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: {te}\r\n\r\n");
+        assert_eq!(
+            req_err(buf.as_bytes()),
+            Invalid::Malformed("empty Transfer-Encoding"),
+            "{te:?}"
+        );
+    }
+    // An empty field beside one that names chunked is harmless: the last coding decides.
+    let (head, _) =
+        req(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: \r\n\r\n");
+    assert_eq!(head.body, Body::Chunked);
+}
+
+#[test]
+fn http11_requests_need_exactly_one_valid_host() {
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1\r\n\r\n"),
+        Invalid::Malformed("no Host in an HTTP/1.1 request")
+    );
+    assert_eq!(
+        req_err(b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"),
+        Invalid::Malformed("more than one Host")
+    );
+    assert_eq!(
+        req_err(b"GET / HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n"),
+        Invalid::Malformed("more than one Host")
+    );
+    for bad in [
+        "a b",
+        "a\tb",
+        "user@h",
+        "h/path",
+        "h\\x",
+        "h\"",
+        "h<",
+        "h{",
+        "h\x7f",
+    ] {
+        let buf = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
+        // httparse refuses some of these itself; either way, refused.
+        assert_malformed(buf.as_bytes(), parse_request(buf.as_bytes(), &mut Head::default()));
+    }
+    for good in [
+        "h",
+        "",
+        "api.example.com:8443",
+        "127.0.0.1:8080",
+        "[::1]:80",
+        "xn--bcher-kva.example",
+        "a_b.c-d~e",
+    ] {
+        let buf = format!("GET / HTTP/1.1\r\nHost: {good}\r\n\r\n");
+        let (head, _) = req(buf.as_bytes());
+        assert_eq!(head.get(buf.as_bytes(), Name::Host), Some(good.as_bytes()));
+    }
+    // HTTP/1.0 may leave it out.
+    assert_eq!(req(b"GET / HTTP/1.0\r\n\r\n").0.minor, 0);
+}
+
+#[test]
+fn chunk_lines_with_a_bare_cr_lf_or_control_byte_are_refused() {
+    assert_walk_malformed(&[
+        b"5\n",
+        b"5;a=b\nhello\r\n0\r\n\r\n",
+        b"5;a\n=b\r\nhello\r\n0\r\n\r\n",
+        b"5;a=b\rX\r\n",
+        b"5;a=\x00b\r\nhello\r\n0\r\n\r\n",
+        b"5 x\r\nhello\r\n0\r\n\r\n",
+        b"5x\r\nhello\r\n0\r\n\r\n",
+        b"0\r\nX-T: a\nb\r\n\r\n",
+        b"0\r\nX-T: a\rb\r\n\r\n",
+        b"0\r\nX-T: a\x01\r\n\r\n",
+        b"0\r\nX-T a\r\n\r\n",
+        b"0\r\n: a\r\n\r\n",
+        b"0\r\nX T: a\r\n\r\n",
+        b"0\r\n\tX-T: a\r\n\r\n",
+        b"0\n\r\n",
+        b"0\r\n\n",
+        b"11111111111111111\r\n",
+    ]);
+    // Extensions with their bytes in order still pass (and are dropped by the gateway).
+    let buf = b"5 ; a=\"b;c\"\r\nhello\r\n0;x\r\n\r\n";
+    let (w, (n, data)) = walk_fresh(buf);
+    assert!(w.done());
+    assert_eq!((n, data.as_slice()), (buf.len(), &b"hello"[..]));
+}
+
+#[test]
+fn trailer_fields_are_reported_as_parts() {
+    let buf = b"3\r\nabc\r\n0\r\nX-Checksum:  sum1 \r\nX-Stellar-User: v\r\nEmpty:\r\n\r\n";
+    let mut w = Chunked::default();
+    let mut parts = Vec::new();
+    let n = w
+        .walk_parts(buf, |p| {
+            parts.push(match p {
+                Part::Data(r) => (b"data".to_vec(), buf[r].to_vec()),
+                Part::Trailer { name, value } => (buf[name].to_vec(), buf[value].to_vec()),
+            })
+        })
+        .unwrap();
+    assert_eq!(n, buf.len());
+    assert!(w.done());
+    let want: Vec<(Vec<u8>, Vec<u8>)> = [
+        ("data", "abc"),
+        ("X-Checksum", "sum1"),
+        ("X-Stellar-User", "v"),
+        ("Empty", ""),
+    ]
+    .iter()
+    .map(|(a, b)| (a.as_bytes().to_vec(), b.as_bytes().to_vec()))
+    .collect();
+    assert_eq!(parts, want);
 }

@@ -6,6 +6,13 @@
 //!
 //! Nothing here allocates per message once a connection's buffers have grown: heads are copied
 //! into reusable buffers, fields are ranges into them.
+//!
+//! Strict where a lenient reading could differ from the upstream's (request smuggling): a
+//! request with any `Transfer-Encoding` field (even an empty one) and a `Content-Length` is
+//! refused, as is an HTTP/1.1 request without exactly one valid `Host`; chunk-size lines,
+//! chunk extensions and trailer lines must end in CRLF and hold no bare CR, LF or control byte.
+//! The gateway does not forward a request's chunked framing as received: it re-frames the data
+//! ([`Part`]) and drops the trailers it does not allow.
 
 use std::ops::Range;
 
@@ -82,14 +89,46 @@ pub enum Name {
     XForwardedFor,
     /// A rate-limit field the gateway sets on its answers.
     RateLimitField,
+    /// `Host`.
+    Host,
+    /// `Forwarded`, `X-Real-IP` and any other `X-Forwarded-*`: what a client says about where it
+    /// comes from is never forwarded (the gateway writes `X-Forwarded-For` itself).
+    ForwardedOther,
+    /// `HTTP2-Settings` (hop-by-hop by definition, RFC 9113 §3.2.1).
+    Http2Settings,
+    /// A name with `_` that reads as one of the names above once `_` is taken for `-`
+    /// (`X_Stellar_User`, `X_API_Key`): CGI, WSGI and others map both to the same name, so such
+    /// a field is never forwarded.
+    Lookalike,
     Other,
 }
 
 impl Name {
     pub fn of(name: &[u8]) -> Name {
+        if !name.contains(&b'_') {
+            return Name::of_exact(name);
+        }
+        // Only names with `_` pay for this. Names longer than the buffer can only be lookalikes
+        // of the `X-Stellar-*` / `X-Forwarded-*` prefixes.
+        let mut buf = [0u8; 64];
+        let n = name.len().min(buf.len());
+        for (b, c) in buf.iter_mut().zip(&name[..n]) {
+            *b = if *c == b'_' { b'-' } else { *c };
+        }
+        match Name::of_exact(&buf[..n]) {
+            Name::Other => Name::Other,
+            _ => Name::Lookalike,
+        }
+    }
+
+    fn of_exact(name: &[u8]) -> Name {
         let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
         match name.len() {
             2 if is("te") => Name::Te,
+            4 if is("host") => Name::Host,
+            9 if is("forwarded") => Name::ForwardedOther,
+            9 if is("x-real-ip") => Name::ForwardedOther,
+            14 if is("http2-settings") => Name::Http2Settings,
             6 if is("expect") => Name::Expect,
             7 if is("trailer") => Name::Trailer,
             7 if is("upgrade") => Name::Upgrade,
@@ -110,6 +149,7 @@ impl Name {
             17 if is("x-ratelimit-reset") => Name::RateLimitField,
             21 if is("x-ratelimit-remaining") => Name::RateLimitField,
             n if n > 10 && name[..10].eq_ignore_ascii_case(b"x-stellar-") => Name::XStellarOther,
+            n if n > 12 && name[..12].eq_ignore_ascii_case(b"x-forwarded-") => Name::ForwardedOther,
             _ => Name::Other,
         }
     }
@@ -124,6 +164,7 @@ impl Name {
                 | Name::Te
                 | Name::Trailer
                 | Name::Upgrade
+                | Name::Http2Settings
         )
     }
 }
@@ -253,17 +294,23 @@ pub fn parse_request(buf: &[u8], head: &mut Head) -> Result<Option<usize>, Inval
     head.minor = minor;
     head.status = 0;
     fill_fields(buf, req.headers, head);
+    check_host(buf, head)?;
     head.expect_continue = head
         .get(buf, Name::Expect)
         .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
-    head.body = match (framing(buf, head)?, head.minor) {
+    let f = framing(buf, head)?;
+    if f.te_fields > 0 && f.te.is_none() {
+        return Err(Invalid::Malformed("empty Transfer-Encoding"));
+    }
+    head.body = match (f, head.minor) {
         // RFC 9112 §6.1: TE in an HTTP/1.0 message is faulty framing; §6.3: a request whose
         // final coding is not chunked cannot be delimited. Both TE and Content-Length is the
         // shape of request smuggling: refused rather than guessed.
         (
             Framing {
-                te: Some(_),
+                te_fields: 1..,
                 cl: Some(_),
+                ..
             },
             _,
         ) => {
@@ -356,19 +403,24 @@ fn fill_fields(buf: &[u8], raw: &[httparse::Header<'_>], head: &mut Head) {
 }
 
 struct Framing {
-    /// `Some(chunked is the final coding)` when Transfer-Encoding is present.
+    /// `Some(chunked is the final coding)` when Transfer-Encoding names a coding.
     te: Option<bool>,
+    /// How many Transfer-Encoding fields there are, empty ones included.
+    te_fields: usize,
     /// The Content-Length, all copies agreeing.
     cl: Option<u64>,
 }
 
 fn framing(buf: &[u8], head: &Head) -> Result<Framing, Invalid> {
     let mut te: Option<bool> = None;
+    let mut te_fields = 0;
     let mut cl: Option<u64> = None;
     for (name, f) in &head.fields {
         match name {
             Name::TransferEncoding => {
-                // The last coding of the last field decides; an empty field is ignored.
+                te_fields += 1;
+                // The last coding of the last field decides; an empty field decides nothing
+                // (a request with one is refused by the caller).
                 if let Some(last) = tokens(f.value(buf)).last() {
                     te = Some(last.eq_ignore_ascii_case(b"chunked"));
                 }
@@ -389,7 +441,36 @@ fn framing(buf: &[u8], head: &Head) -> Result<Framing, Invalid> {
             _ => {}
         }
     }
-    Ok(Framing { te, cl })
+    Ok(Framing { te, te_fields, cl })
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host`; an HTTP/1.0 one at most one. Its
+/// value is `uri-host [ ":" port ]` (empty allowed), nothing else.
+fn check_host(buf: &[u8], head: &Head) -> Result<(), Invalid> {
+    let mut hosts = head.fields.iter().filter(|(n, _)| *n == Name::Host);
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Invalid::Malformed("more than one Host"));
+    }
+    match host {
+        None if head.minor == 1 => Err(Invalid::Malformed("no Host in an HTTP/1.1 request")),
+        None => Ok(()),
+        Some((_, f)) => {
+            let ok = f.value(buf).iter().all(|&c| {
+                c.is_ascii_alphanumeric()
+                    || matches!(
+                        c,
+                        b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')'
+                            | b'*' | b'+' | b',' | b';' | b'=' | b'%' | b':' | b'[' | b']'
+                    )
+            });
+            if ok {
+                Ok(())
+            } else {
+                Err(Invalid::Malformed("bad Host"))
+            }
+        }
+    }
 }
 
 fn parse_length(v: &[u8]) -> Option<u64> {
@@ -399,8 +480,9 @@ fn parse_length(v: &[u8]) -> Option<u64> {
     Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
-/// Walks a chunked body as it arrives, to find where it ends, count its data and (for an
-/// HTTP/1.0 recipient) pick out the data.
+/// Walks a chunked body as it arrives, to find where it ends, count its data and pick out its
+/// parts: the data (to re-frame a request, or de-chunk an answer for an HTTP/1.0 client) and the
+/// trailer fields.
 #[derive(Debug, Clone, Default)]
 pub struct Chunked {
     state: ChunkState,
@@ -419,6 +501,15 @@ enum ChunkState {
     Done,
 }
 
+/// A part of a chunked body, as byte ranges of the buffer given to [`Chunked::walk_parts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// Chunk data (a chunk may come in several parts).
+    Data(Range<usize>),
+    /// One trailer field: the name and the value (trimmed).
+    Trailer { name: Range<usize>, value: Range<usize> },
+}
+
 impl Chunked {
     pub fn done(&self) -> bool {
         self.state == ChunkState::Done
@@ -433,18 +524,24 @@ impl Chunked {
         buf: &[u8],
         mut data: impl FnMut(Range<usize>),
     ) -> Result<usize, Invalid> {
+        self.walk_parts(buf, |p| {
+            if let Part::Data(r) = p {
+                data(r)
+            }
+        })
+    }
+
+    /// [`walk`](Chunked::walk), reporting trailer fields too.
+    pub fn walk_parts(
+        &mut self,
+        buf: &[u8],
+        mut part: impl FnMut(Part),
+    ) -> Result<usize, Invalid> {
         let mut at = 0;
         while at < buf.len() {
             match self.state {
-                // `chunk-size = 1*HEXDIG` (httparse reads a line without digits as 0).
-                ChunkState::Size if !buf[at].is_ascii_hexdigit() => {
-                    return Err(Invalid::Malformed("bad chunk size"))
-                }
-                ChunkState::Size => match httparse::parse_chunk_size(&buf[at..]) {
-                    Ok(httparse::Status::Complete((used, _))) if used > MAX_LINE + 2 => {
-                        return Err(Invalid::Malformed("chunk size line too long"))
-                    }
-                    Ok(httparse::Status::Complete((used, size))) => {
+                ChunkState::Size => match chunk_size_line(&buf[at..])? {
+                    Some((used, size)) => {
                         at += used;
                         self.state = if size == 0 {
                             ChunkState::Trailer
@@ -452,18 +549,11 @@ impl Chunked {
                             ChunkState::Data(size)
                         };
                     }
-                    Ok(httparse::Status::Partial) => {
-                        // (A pending CR does not count.)
-                        if buf.len() - at > MAX_LINE + 1 {
-                            return Err(Invalid::Malformed("chunk size line too long"));
-                        }
-                        return Ok(at);
-                    }
-                    Err(_) => return Err(Invalid::Malformed("bad chunk size")),
+                    None => return Ok(at),
                 },
                 ChunkState::Data(left) => {
                     let n = left.min((buf.len() - at) as u64) as usize;
-                    data(at..at + n);
+                    part(Part::Data(at..at + n));
                     at += n;
                     self.data += n as u64;
                     self.state = if left == n as u64 {
@@ -485,29 +575,119 @@ impl Chunked {
                     at += 2;
                     self.state = ChunkState::Size;
                 }
-                ChunkState::Trailer => match buf[at..].windows(2).position(|w| w == b"\r\n") {
+                ChunkState::Trailer => match line(&buf[at..], "trailer line too long")? {
                     Some(0) => {
                         at += 2;
                         self.state = ChunkState::Done;
                     }
-                    Some(line) => {
-                        if line > MAX_LINE {
-                            return Err(Invalid::Malformed("trailer line too long"));
-                        }
-                        at += line + 2;
+                    Some(len) => {
+                        let (name, value) = trailer_field(&buf[at..at + len])?;
+                        part(Part::Trailer {
+                            name: at + name.start..at + name.end,
+                            value: at + value.start..at + value.end,
+                        });
+                        at += len + 2;
                     }
-                    None => {
-                        if buf.len() - at > MAX_LINE + 1 {
-                            return Err(Invalid::Malformed("trailer line too long"));
-                        }
-                        return Ok(at);
-                    }
+                    None => return Ok(at),
                 },
                 ChunkState::Done => return Ok(at),
             }
         }
         Ok(at)
     }
+}
+
+/// The length of the line at the start of `buf` without its CRLF, `None` while incomplete. A
+/// bare CR or LF, or any control byte but HTAB, is refused: an upstream that ends lines at a bare
+/// LF would otherwise read a different message.
+fn line(buf: &[u8], too_long: &'static str) -> Result<Option<usize>, Invalid> {
+    for (i, &c) in buf.iter().enumerate() {
+        if i > MAX_LINE {
+            return Err(Invalid::Malformed(too_long));
+        }
+        match c {
+            b'\r' => {
+                return match buf.get(i + 1) {
+                    Some(b'\n') => Ok(Some(i)),
+                    Some(_) => Err(Invalid::Malformed("bare CR in a chunked body")),
+                    None => Ok(None),
+                }
+            }
+            b'\n' => return Err(Invalid::Malformed("bare LF in a chunked body")),
+            b'\t' => {}
+            c if c < 0x20 || c == 0x7f => {
+                return Err(Invalid::Malformed("control byte in a chunked body"))
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+/// `chunk-size [ chunk-ext ] CRLF` (RFC 9112 §7.1): the bytes used and the size, `None` while
+/// incomplete. Extensions are checked for their bytes only (the gateway drops them).
+fn chunk_size_line(buf: &[u8]) -> Result<Option<(usize, u64)>, Invalid> {
+    // `chunk-size = 1*HEXDIG`: checked before the line is complete, so that garbage is refused
+    // at once.
+    let digits = buf.iter().take_while(|c| c.is_ascii_hexdigit()).count();
+    if digits == 0 && !buf.is_empty() {
+        return Err(Invalid::Malformed("bad chunk size"));
+    }
+    if digits > 16 {
+        return Err(Invalid::Malformed("chunk size too large"));
+    }
+    let Some(len) = line(buf, "chunk size line too long")? else {
+        return Ok(None);
+    };
+    match buf.get(digits) {
+        Some(b'\r') => {}
+        // Extensions: `BWS ";" ...`.
+        Some(b';' | b' ' | b'\t') => {
+            let ext = &buf[digits..len];
+            if ext.trim_ascii_start().first() != Some(&b';') {
+                return Err(Invalid::Malformed("bad chunk extension"));
+            }
+        }
+        _ => return Err(Invalid::Malformed("bad chunk size")),
+    }
+    let size = buf[..digits]
+        .iter()
+        .fold(0u64, |n, &c| n << 4 | u64::from(hex_value(c)));
+    Ok(Some((len + 2, size)))
+}
+
+fn hex_value(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        _ => c - b'A' + 10,
+    }
+}
+
+/// A trailer line (without CRLF) as `field-name ":" OWS field-value OWS`: ranges of the name and
+/// the trimmed value.
+fn trailer_field(l: &[u8]) -> Result<(Range<usize>, Range<usize>), Invalid> {
+    let colon = l
+        .iter()
+        .position(|&c| c == b':')
+        .ok_or(Invalid::Malformed("bad trailer field"))?;
+    if colon == 0 || !l[..colon].iter().all(|&c| is_tchar(c)) {
+        return Err(Invalid::Malformed("bad trailer field name"));
+    }
+    let value = &l[colon + 1..];
+    let start = colon + 1 + (value.len() - value.trim_ascii_start().len());
+    let end = l.len() - (value.len() - value.trim_ascii_end().len());
+    Ok((0..colon, start..end.max(start)))
+}
+
+/// RFC 9110 `tchar`.
+fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_'
+                | b'`' | b'|' | b'~'
+        )
 }
 
 /// Append `name: value\r\n`.
