@@ -3,16 +3,20 @@
 //!
 //! Files follow the path of a request ("The hot path" of the design):
 //!
-//! 1. [`routing`] — `/api/v1/*` to the engine (`/api/v1/health` public), everything else to billing.
+//! 0. [`proxy::ConnsPerIp`] — connections per client IP, before any request.
+//! 1. [`routing`] — the one strict reading of the request line (`stellar_proto::route`): a
+//!    target another server could read differently is refused; `/api/v1/*` to the engine
+//!    (`/api/v1/health` public), everything else to billing.
 //! 2. [`auth`] — key from `X-API-Key`/`Bearer`, form check, SHA-256, moka principal cache with a
 //!    negative cache; [`feed`] keeps it fresh from the account DB's change feed.
 //! 3. [`limits`] — token buckets (per account from the tier, per IP for unauthenticated routes)
 //!    behind the [`limits::Limiter`] seam; [`redis_limit`] is the shared implementation.
 //! 4. [`quota`] — memory quota reservations and the agent limit in the account DB, and the
 //!    periodic reconciliation with the engine.
-//! 5. [`proxy`] — the request path that calls all of the above, header hygiene, streaming, on
-//!    pingora's server; [`h1`] is its HTTP/1.1 framing (heads parsed in place, bodies passed
-//!    through) and [`upstream`] holds the upstream connections.
+//! 5. [`proxy`] — the request path that calls all of the above, streaming, on pingora's server;
+//!    `proxy/rewrite.rs` builds the upstream head from an allow-list (header hygiene);
+//!    [`h1`] (in `stellar-proto`) is its HTTP/1.1 framing (heads parsed in place, chunked
+//!    request bodies re-framed) and [`upstream`] holds the upstream connections.
 //! 6. [`errors`] — every answer the gateway writes itself, in one place.
 //! 7. [`usage`] (write-behind counters), [`metrics`] (with [`tier_meta`]: per-tier header values
 //!    and metric handles built once), [`ops`] (/metrics, /healthz, /readyz), and [`service`],
