@@ -13,7 +13,8 @@
 //! sent again, with the same orderId and the same Idempotency-Key, so it cannot charge twice.
 //!
 //! Toss sends no webhook for billing charges and signs none of its payment webhooks, so a
-//! webhook is only a hint: the payment is re-fetched from the API and only that answer counts.
+//! webhook is only a hint: its body is read by [`stellar_proto::webhook::toss`] (which event,
+//! which key), then the payment is re-fetched from the API and only that answer counts.
 
 use super::{not_configured, CheckoutRequest, Provider, Webhook, WebhookError};
 use crate::accounts::{User, USER_COLUMNS};
@@ -30,6 +31,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stellar_common::{keys, with_db, Db, Tier};
+use stellar_proto::webhook::toss as notice;
 use uuid::Uuid;
 
 pub struct Toss {
@@ -665,16 +667,10 @@ impl Toss {
         Ok(n)
     }
 
-    /// A webhook body, re-checked against the API.
-    async fn handle_webhook(&self, v: &Value) -> Result<Vec<Event>, WebhookError> {
-        let ty = v["eventType"].as_str().unwrap_or("");
-        let data = &v["data"];
-        match ty {
-            "PAYMENT_STATUS_CHANGED" => {
-                let payment_key = data["paymentKey"]
-                    .as_str()
-                    .filter(|k| !k.is_empty() && k.len() <= 200)
-                    .ok_or_else(|| WebhookError::Rejected("no paymentKey".into()))?;
+    /// A webhook body (its shape checked by [`notice::parse`]), re-checked against the API.
+    async fn handle_webhook(&self, n: &notice::Notice) -> Result<Vec<Event>, WebhookError> {
+        match &n.kind {
+            notice::Kind::PaymentStatusChanged { payment_key } => {
                 let url = self
                     .url(&["v1", "payments", payment_key])
                     .map_err(|e| WebhookError::Unavailable(e.to_string()))?;
@@ -763,8 +759,11 @@ impl Toss {
                     _ => Ok(vec![]),
                 }
             }
-            "BILLING_DELETED" => {
-                let Some(bk) = data["billingKey"].as_str().filter(|k| !k.is_empty()) else {
+            notice::Kind::BillingDeleted {
+                billing_key,
+                reason,
+            } => {
+                let Some(bk) = billing_key else {
                     return Ok(vec![]);
                 };
                 let hash = keys::hash_hex(bk);
@@ -793,14 +792,14 @@ impl Toss {
                 ev.event_id = format!(
                     "toss-billing-deleted:{}:{}",
                     &hash[..16],
-                    v["createdAt"].as_str().unwrap_or("")
+                    n.created_at.as_deref().unwrap_or("")
                 );
-                ev.raw = json!({"eventType": "BILLING_DELETED", "createdAt": v["createdAt"], "reason": data["reason"]});
+                ev.raw = json!({"eventType": "BILLING_DELETED", "createdAt": n.created_at, "reason": reason});
                 // The key is dropped in the transaction that applies the cancellation.
                 ev.drop_billing_key = Some(hash);
                 Ok(vec![ev])
             }
-            _ => Ok(vec![]),
+            notice::Kind::Other => Ok(vec![]),
         }
     }
 
@@ -903,23 +902,18 @@ impl Provider for Toss {
         Ok(self.checkout_answer(req.email, &ck, tier))
     }
 
-    async fn webhook(&self, _headers: &HeaderMap, body: &[u8]) -> Result<Webhook, WebhookError> {
+    async fn webhook(&self, headers: &HeaderMap, body: &[u8]) -> Result<Webhook, WebhookError> {
         if !self.configured() {
             return Err(WebhookError::Unavailable("toss is not configured".into()));
         }
-        let v: Value = serde_json::from_slice(body)
-            .map_err(|e| WebhookError::Rejected(format!("malformed JSON: {e}")))?;
-        let ty = v["eventType"]
-            .as_str()
-            .unwrap_or(if v["secret"].is_string() {
-                "DEPOSIT_CALLBACK"
-            } else {
-                ""
-            })
-            .to_string();
-        let events = self.handle_webhook(&v).await?;
+        let notice = notice::parse(body).map_err(|e| WebhookError::Rejected(e.to_string()))?;
+        let transmission = headers
+            .get(notice::TRANSMISSION_ID)
+            .and_then(|v| notice::transmission_id(v.as_bytes()));
+        tracing::debug!(event = %notice.event_type, transmission, "toss webhook");
+        let events = self.handle_webhook(&notice).await?;
         Ok(Webhook {
-            event_type: ty,
+            event_type: notice.event_type,
             events,
         })
     }
