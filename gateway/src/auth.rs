@@ -73,6 +73,31 @@ pub enum CacheOutcome {
     Miss,
 }
 
+impl CacheOutcome {
+    /// Every outcome, in [`index`](CacheOutcome::index) order (metric handle tables).
+    pub const ALL: [CacheOutcome; 3] = [
+        CacheOutcome::Hit,
+        CacheOutcome::Miss,
+        CacheOutcome::NegativeHit,
+    ];
+
+    pub fn index(self) -> usize {
+        match self {
+            CacheOutcome::Hit => 0,
+            CacheOutcome::Miss => 1,
+            CacheOutcome::NegativeHit => 2,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::NegativeHit => "negative_hit",
+        }
+    }
+}
+
 /// The result of resolving a well-formed key.
 #[derive(Debug)]
 pub enum Auth {
@@ -348,20 +373,9 @@ impl AuthCache {
     }
 
     /// Entries currently cached (approximate, for metrics).
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u64 {
         self.positive.entry_count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-pub fn outcome_label(o: CacheOutcome) -> &'static str {
-    match o {
-        CacheOutcome::Hit => "hit",
-        CacheOutcome::NegativeHit => "negative_hit",
-        CacheOutcome::Miss => "miss",
     }
 }
 

@@ -57,7 +57,6 @@ pub enum Reject {
     HeadTooLarge,
     BadGateway,
     GatewayTimeout,
-    Internal,
 }
 
 impl Reject {
@@ -72,7 +71,6 @@ impl Reject {
             Reject::BodyTooLarge { .. } => 413,
             Reject::HeadTooLarge => 431,
             Reject::RateLimited { .. } => 429,
-            Reject::Internal => 500,
             Reject::BadGateway => 502,
             Reject::AuthUnavailable | Reject::QuotaUnavailable => 503,
             Reject::GatewayTimeout => 504,
@@ -99,7 +97,6 @@ impl Reject {
             Reject::HeadTooLarge => "head_too_large",
             Reject::BadGateway => "bad_gateway",
             Reject::GatewayTimeout => "gateway_timeout",
-            Reject::Internal => "internal",
         }
     }
 
@@ -201,7 +198,6 @@ impl Reject {
             ),
             Reject::BadGateway => (json!({"detail": "Upstream unavailable"}), JSON),
             Reject::GatewayTimeout => (json!({"detail": "Upstream timed out"}), JSON),
-            Reject::Internal => (json!({"detail": "Internal error"}), JSON),
         }
     }
 

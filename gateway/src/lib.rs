@@ -38,22 +38,22 @@
 //!   connection the upstream had closed.
 //! - §8 (HTTP/1 session quirks): pingora's HTTP/1 sessions serve only the ops listener.
 
-pub mod auth;
+pub(crate) mod auth;
 pub mod config;
-pub mod errors;
-pub mod feed;
-pub mod limits;
-pub mod metrics;
-pub mod ops;
-pub mod proxy;
-pub mod quota;
-pub mod redis_limit;
-pub mod service;
-pub mod tier_meta;
-pub mod upstream;
-pub mod usage;
+pub(crate) mod errors;
+pub(crate) mod feed;
+pub(crate) mod limits;
+pub(crate) mod metrics;
+pub(crate) mod ops;
+pub(crate) mod proxy;
+pub(crate) mod quota;
+pub(crate) mod redis_limit;
+pub(crate) mod service;
+pub(crate) mod tier_meta;
+pub(crate) mod upstream;
+pub(crate) mod usage;
 
 pub use config::GatewayConfig;
+pub use service::run;
 /// HTTP/1.1 framing and the request target live in `stellar-proto` (fuzzed on their own).
 pub use stellar_proto::{h1, route as routing};
-pub use service::run;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+#[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,14 +37,17 @@ impl Clock for SystemClock {
 
 /// A clock tests move by hand.
 #[derive(Default)]
+#[cfg(test)]
 pub struct ManualClock(AtomicU64);
 
+#[cfg(test)]
 impl ManualClock {
     pub fn advance(&self, d: Duration) {
         self.0.fetch_add(d.as_nanos() as u64, Ordering::SeqCst);
     }
 }
 
+#[cfg(test)]
 impl Clock for ManualClock {
     fn now(&self) -> Duration {
         Duration::from_nanos(self.0.load(Ordering::SeqCst))
@@ -84,6 +88,7 @@ pub struct Bucket {
 }
 
 impl Bucket {
+    #[cfg(test)]
     pub fn full(rate: Rate, now: Duration) -> Bucket {
         Bucket {
             tokens: f64::from(rate.burst),
@@ -254,6 +259,7 @@ impl<K: Hash + Eq + Clone> LocalBuckets<K> {
             .sum()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

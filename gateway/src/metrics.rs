@@ -3,13 +3,14 @@
 //! Labels are bounded: route names, status codes, tier names, outcomes — never a key or an
 //! account id.
 
+use crate::auth::CacheOutcome;
 use crate::routing::Route;
+use crate::upstream::UpstreamKind;
 use once_cell::sync::Lazy;
 use pingora_prometheus::prometheus::{
     register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
-    register_int_gauge,
-    register_int_gauge_vec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec,
+    register_int_gauge, register_int_gauge_vec, Histogram, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -56,14 +57,14 @@ pub static AUTH_CACHE: Lazy<IntCounterVec> = Lazy::new(|| {
 
 /// Handles of [`AUTH_CACHE`] by [`crate::auth::CacheOutcome`] (hit, miss, negative hit), and of
 /// the latency histograms by route / upstream: no label lookup per request.
-pub static AUTH_CACHE_BY_OUTCOME: Lazy<[IntCounter; 3]> =
-    Lazy::new(|| ["hit", "miss", "negative_hit"].map(|r| AUTH_CACHE.with_label_values(&[r])));
+pub static AUTH_CACHE_BY_OUTCOME: Lazy<[IntCounter; CacheOutcome::ALL.len()]> =
+    Lazy::new(|| CacheOutcome::ALL.map(|o| AUTH_CACHE.with_label_values(&[o.label()])));
 
 pub static REQUEST_SECONDS_BY_ROUTE: Lazy<[Histogram; Route::ALL.len()]> =
     Lazy::new(|| Route::ALL.map(|r| REQUEST_SECONDS.with_label_values(&[r.label()])));
 
-pub static UPSTREAM_SECONDS_BY_UPSTREAM: Lazy<[Histogram; 2]> =
-    Lazy::new(|| ["engine", "billing"].map(|u| UPSTREAM_SECONDS.with_label_values(&[u])));
+pub static UPSTREAM_SECONDS_BY_UPSTREAM: Lazy<[Histogram; UpstreamKind::ALL.len()]> =
+    Lazy::new(|| UpstreamKind::ALL.map(|u| UPSTREAM_SECONDS.with_label_values(&[u.label()])));
 
 pub static AUTH_REJECTIONS: Lazy<IntCounterVec> = Lazy::new(|| {
     register_int_counter_vec!(

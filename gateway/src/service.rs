@@ -199,8 +199,6 @@ pub fn run(cfg: GatewayConfig, common: CommonConfig) -> anyhow::Result<()> {
 
     let gateway = Gateway {
         cfg: cfg.clone(),
-        engine,
-        billing,
         db: db.clone(),
         tiers,
         auth: auth.clone(),

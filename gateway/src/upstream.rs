@@ -30,13 +30,39 @@ const POOL_PER_THREAD: usize = 256;
 /// One upstream: where it is and how long to wait for it.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// Which of the per-thread pools holds its idle connections.
-    slot: usize,
+    /// Which upstream this is; also which of the per-thread pools holds its idle connections.
+    pub kind: UpstreamKind,
     pub addr: SocketAddr,
     /// `addr` as a `Host` value.
     pub host: String,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
+}
+
+/// The two upstreams (a metric label, and the index of their per-thread pools).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamKind {
+    Engine,
+    Billing,
+}
+
+impl UpstreamKind {
+    /// Both, in [`index`](UpstreamKind::index) order.
+    pub const ALL: [UpstreamKind; 2] = [UpstreamKind::Engine, UpstreamKind::Billing];
+
+    pub fn index(self) -> usize {
+        match self {
+            UpstreamKind::Engine => 0,
+            UpstreamKind::Billing => 1,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamKind::Engine => "engine",
+            UpstreamKind::Billing => "billing",
+        }
+    }
 }
 
 /// Why no connection could be had.
@@ -53,22 +79,21 @@ struct Idle {
 }
 
 thread_local! {
-    static POOLS: RefCell<[Vec<Idle>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+    static POOLS: RefCell<[Vec<Idle>; UpstreamKind::ALL.len()]> = const { RefCell::new([Vec::new(), Vec::new()]) };
     /// Whether this thread's pools have a sweeper task.
     static SWEEPING: Cell<bool> = const { Cell::new(false) };
 }
 
 impl Upstream {
-    /// `slot` is 0 or 1: each upstream has its own pool.
+    /// Each upstream has its own pool.
     pub fn new(
-        slot: usize,
+        kind: UpstreamKind,
         addr: SocketAddr,
         connect_timeout: Duration,
         idle_timeout: Duration,
     ) -> Upstream {
-        assert!(slot < 2, "two upstream pools");
         Upstream {
-            slot,
+            kind,
             addr,
             host: addr.to_string(),
             connect_timeout,
@@ -79,7 +104,7 @@ impl Upstream {
     /// A pooled connection that is still usable, if this thread has one.
     pub fn pooled(&self) -> Option<TcpStream> {
         loop {
-            let idle = POOLS.with(|p| p.borrow_mut()[self.slot].pop())?;
+            let idle = POOLS.with(|p| p.borrow_mut()[self.kind.index()].pop())?;
             if idle.addr != self.addr || Instant::now() >= idle.expires {
                 continue;
             }
@@ -109,7 +134,7 @@ impl Upstream {
     pub fn release(&self, stream: TcpStream) {
         POOLS.with(|p| {
             let mut pools = p.borrow_mut();
-            let pool = &mut pools[self.slot];
+            let pool = &mut pools[self.kind.index()];
             if pool.len() >= POOL_PER_THREAD {
                 // The oldest idle connection goes; the hot ones stay at the top.
                 pool.remove(0);
@@ -184,8 +209,18 @@ mod tests {
     async fn idle_connections_are_closed_on_time_without_traffic() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let short = Upstream::new(0, addr, Duration::from_secs(1), Duration::from_millis(300));
-        let long = Upstream::new(1, addr, Duration::from_secs(1), Duration::from_secs(60));
+        let short = Upstream::new(
+            UpstreamKind::Engine,
+            addr,
+            Duration::from_secs(1),
+            Duration::from_millis(300),
+        );
+        let long = Upstream::new(
+            UpstreamKind::Billing,
+            addr,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
         let a = short.connect().await.unwrap();
         let (mut a_peer, _) = listener.accept().await.unwrap();
         let b = long.connect().await.unwrap();
@@ -200,14 +235,20 @@ mod tests {
             .expect("the idle connection is closed by the sweeper")
             .unwrap();
         assert_eq!(n, 0, "end of file");
-        assert!(started.elapsed() >= Duration::from_millis(250), "not before its time");
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "not before its time"
+        );
         assert!(
             tokio::time::timeout(Duration::from_millis(300), b_peer.read(&mut byte))
                 .await
                 .is_err(),
             "a connection within its idle time stays open"
         );
-        assert!(SWEEPING.get(), "the sweeper runs while the pools hold connections");
+        assert!(
+            SWEEPING.get(),
+            "the sweeper runs while the pools hold connections"
+        );
         assert!(long.pooled().is_some(), "and it is still usable");
     }
 }

@@ -130,6 +130,7 @@ impl Usage {
     }
 
     /// Count one request of `user` with key `key` at unix time `now`.
+    #[cfg(test)]
     pub fn record(&self, user: Uuid, key: Uuid, now: i64) {
         let hour = now - now.rem_euclid(3600);
         let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());

@@ -38,7 +38,9 @@ async fn lookalike_store_targets(backend: Backend) {
     let Some(s) = stack(backend, "gw-targets", ONE_MEMORY, &[]).await else {
         return;
     };
-    let Stack { adb, engine, gw, .. } = &s;
+    let Stack {
+        adb, engine, gw, ..
+    } = &s;
     let acct = accounts::create_account(&adb.db, "free").await;
     let addr = addr_of(gw);
     let store = |target: &str| {
@@ -75,7 +77,10 @@ async fn lookalike_store_targets(backend: Backend) {
         let out = raw_exchange(&addr, store(target).as_bytes(), "").await;
         assert_eq!(status_of(&out), 400, "{target}: {out}");
         assert!(out.contains("application/json"), "{target}: {out}");
-        assert!(out.contains("\"detail\":\"Bad request: "), "{target}: {out}");
+        assert!(
+            out.contains("\"detail\":\"Bad request: "),
+            "{target}: {out}"
+        );
     }
     assert_eq!(engine.total_memories(acct.user_id).await, 1);
     assert_eq!(accounts::memories_used(&adb.db, acct.user_id).await, 1);
@@ -124,7 +129,11 @@ async fn methods_nobody_serves_never_reach_an_upstream() {
     )
     .await;
     assert_eq!(status_of(&out), 200, "{out}");
-    assert!(up.text().starts_with("GET /landing HTTP/1.1\r\n"), "{}", up.text());
+    assert!(
+        up.text().starts_with("GET /landing HTTP/1.1\r\n"),
+        "{}",
+        up.text()
+    );
 }
 
 /// Framing a lenient upstream could read differently never reaches one: both framing fields
@@ -156,7 +165,10 @@ async fn smuggling_shapes_never_reach_an_upstream() {
         let shown = String::from_utf8_lossy(req);
         assert_eq!(status_of(&out), 400, "{shown:?}: {out}");
         assert!(out.contains("application/json"), "{shown:?}: {out}");
-        assert!(out.contains("\"detail\":\"Bad request: "), "{shown:?}: {out}");
+        assert!(
+            out.contains("\"detail\":\"Bad request: "),
+            "{shown:?}: {out}"
+        );
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
     let seen = up.text();
@@ -240,7 +252,14 @@ async fn oversized_billing_bodies_get_a_413() {
         return;
     };
     let billing = start_billing(&dir, &adb.url, ROOMY_TIERS);
-    let gw = start_gateway(&dir, &adb.url, &free_addr(), &billing.addr, ROOMY_TIERS, &[]);
+    let gw = start_gateway(
+        &dir,
+        &adb.url,
+        &free_addr(),
+        &billing.addr,
+        ROOMY_TIERS,
+        &[],
+    );
     let http = client();
     for size in [5_000_000usize, 300_000] {
         let body = format!(
@@ -280,7 +299,10 @@ async fn idle_upstream_connections_are_closed_on_time() {
         &echo,
         &echo,
         ROOMY_TIERS,
-        &[("STELLAR_GATEWAY_UPSTREAM_IDLE_TIMEOUT_SECS", "1".to_string())],
+        &[(
+            "STELLAR_GATEWAY_UPSTREAM_IDLE_TIMEOUT_SECS",
+            "1".to_string(),
+        )],
     );
     let gw_pid = gw.svc.pid().expect("gateway running");
     let resp = client().get(gw.url("/landing")).send().await.unwrap();
@@ -295,22 +317,26 @@ async fn idle_upstream_connections_are_closed_on_time() {
     })
     .await;
     let took = closed.expect("the idle connection is closed without further traffic");
-    assert!(took >= Duration::from_millis(500), "not before its time: {took:?}");
+    assert!(
+        took >= Duration::from_millis(500),
+        "not before its time: {took:?}"
+    );
 }
 
 /// Established TCP connections from process `pid` to `127.0.0.1:port`, from /proc.
 fn upstream_connections(pid: u32, port: u16) -> usize {
-    let inodes: std::collections::HashSet<String> =
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|d| {
-                d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                    .filter_map(|l| {
-                        let l = l.to_string_lossy().into_owned();
-                        l.strip_prefix("socket:[")?.strip_suffix(']').map(String::from)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    l.strip_prefix("socket:[")?
+                        .strip_suffix(']')
+                        .map(String::from)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
     tcp.lines()
         .skip(1)
@@ -356,14 +382,18 @@ async fn silent_new_connections_are_closed_early() {
     used.write_all(b"GET /landing HTTP/1.1\r\nHost: gw\r\n\r\n")
         .await
         .unwrap();
-    let out = read_until(&mut used, "ok").await;
+    let out = read_until(&mut used, "\r\n\r\n").await;
     assert_eq!(status_of(&out), 200, "{out}");
     tokio::time::sleep(Duration::from_millis(2000)).await;
     used.write_all(b"GET /again HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let out = read_until(&mut used, "").await;
-    assert_eq!(status_of(&out), 200, "kept alive past the first-byte timeout: {out}");
+    assert_eq!(
+        status_of(&out),
+        200,
+        "kept alive past the first-byte timeout: {out}"
+    );
 }
 
 /// One IP holds at most `max_connections_per_ip` connections; the next gets a JSON 429 and is
@@ -390,7 +420,7 @@ async fn connections_per_ip_are_capped() {
         s.write_all(b"GET /landing HTTP/1.1\r\nHost: gw\r\n\r\n")
             .await
             .unwrap();
-        let out = read_until(&mut s, "ok").await;
+        let out = read_until(&mut s, "\r\n\r\n").await;
         assert_eq!(status_of(&out), 200, "{out}");
         held.push(s);
     }
@@ -411,5 +441,8 @@ async fn connections_per_ip_are_capped() {
         status_of(&out) == 200
     })
     .await;
-    assert!(reopened.is_some(), "a closed connection gives its place back");
+    assert!(
+        reopened.is_some(),
+        "a closed connection gives its place back"
+    );
 }

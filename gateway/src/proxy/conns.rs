@@ -51,6 +51,7 @@ impl ConnsPerIp {
     }
 
     /// Connections open from `ip` now.
+    #[cfg(test)]
     pub fn open(&self, ip: IpAddr) -> u32 {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         open.get(&ip).copied().unwrap_or(0)
@@ -90,14 +91,19 @@ mod tests {
         let again = conns.admit(a).expect("a place was given back");
         drop((second, again, other));
         assert_eq!((conns.open(a), conns.open(b)), (0, 0));
-        assert!(conns.open.lock().unwrap().is_empty(), "no entry left behind");
+        assert!(
+            conns.open.lock().unwrap().is_empty(),
+            "no entry left behind"
+        );
     }
 
     #[test]
     fn zero_means_no_cap() {
         let conns = Arc::new(ConnsPerIp::new(0));
         let ip: IpAddr = "::1".parse().unwrap();
-        let held: Vec<_> = (0..1000).map(|_| conns.admit(ip).expect("admitted")).collect();
+        let held: Vec<_> = (0..1000)
+            .map(|_| conns.admit(ip).expect("admitted"))
+            .collect();
         assert_eq!(held.len(), 1000);
         assert_eq!(conns.open(ip), 0, "not even counted");
     }

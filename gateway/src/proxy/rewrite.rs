@@ -70,9 +70,8 @@ pub fn upstream_head(out: &mut Vec<u8>, bytes: &[u8], h: &Head, s: &Stamp<'_>) {
         had_host |= *name == Name::Host;
         // A field the client's `Connection` names is hop-by-hop too (`Host` excepted: it is
         // needed, and dropping it would make the request invalid).
-        let named = h.conn.names_fields
-            && *name != Name::Host
-            && h.connection_names(bytes, f.name(bytes));
+        let named =
+            h.conn.names_fields && *name != Name::Host && h.connection_names(bytes, f.name(bytes));
         if forwarded(*name, s.engine) && !named {
             h1::put_field(out, f.name(bytes), f.value(bytes));
         }
@@ -119,7 +118,10 @@ pub fn upstream_head(out: &mut Vec<u8>, bytes: &[u8], h: &Head, s: &Stamp<'_>) {
 /// Whether a trailer field of a chunked request may be passed on: listed in
 /// `gateway.allowed_trailers` (lower-case) and not a name the gateway controls.
 pub fn trailer_allowed(name: &[u8], allowed: &[String]) -> bool {
-    Name::of(name) == Name::Other && allowed.iter().any(|a| name.eq_ignore_ascii_case(a.as_bytes()))
+    Name::of(name) == Name::Other
+        && allowed
+            .iter()
+            .any(|a| name.eq_ignore_ascii_case(a.as_bytes()))
 }
 
 /// What the gateway adds to an answer on its way down.

@@ -89,10 +89,16 @@ fn underscore_lookalikes_of_controlled_names_are_dropped() {
     );
     let names: Vec<&str> = f.iter().map(|(n, _)| n.as_str()).collect();
     assert!(
-        !names.iter().any(|n| n.contains('_') && *n != "x_custom_thing"),
+        !names
+            .iter()
+            .any(|n| n.contains('_') && *n != "x_custom_thing"),
         "{names:?}"
     );
-    assert_eq!(values(&f, "x_custom_thing"), ["kept"], "other names keep their `_`");
+    assert_eq!(
+        values(&f, "x_custom_thing"),
+        ["kept"],
+        "other names keep their `_`"
+    );
 }
 
 #[test]
@@ -144,7 +150,10 @@ fn the_gateway_writes_the_framing_it_forwards() {
         "POST /api/v1/store?x=1 HTTP/1.1\r\nHost: h\r\ncontent-length: 0012\r\n\r\n",
         &stamp(true),
     );
-    assert!(text.starts_with("POST /api/v1/store?x=1 HTTP/1.1\r\n"), "{text}");
+    assert!(
+        text.starts_with("POST /api/v1/store?x=1 HTTP/1.1\r\n"),
+        "{text}"
+    );
     assert_eq!(values(&f, "content-length"), ["12"]);
     let (_, f) = rewrite(
         "POST /api/v1/store HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
@@ -159,7 +168,11 @@ fn the_gateway_writes_the_framing_it_forwards() {
     assert_eq!(values(&f, "content-length"), ["0"]);
     let (_, f) = rewrite("GET /api/v1/stats HTTP/1.0\r\n\r\n", &stamp(true));
     assert!(values(&f, "content-length").is_empty());
-    assert_eq!(values(&f, "host"), ["127.0.0.1:9000"], "HTTP/1.1 needs a Host");
+    assert_eq!(
+        values(&f, "host"),
+        ["127.0.0.1:9000"],
+        "HTTP/1.1 needs a Host"
+    );
 }
 
 #[test]
