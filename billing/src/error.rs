@@ -1,9 +1,12 @@
 //! The one error type of billing, turned into HTTP in exactly one place: every error is JSON
 //! `{"detail": "…"}`. Internal causes (SQL, provider answers) are logged, never sent.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+
+/// The challenge every 401 carries: an API key, as `Authorization: Bearer` (or `X-API-Key`).
+pub const WWW_AUTHENTICATE: &str = r#"Bearer realm="stellar""#;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -87,6 +90,14 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        (status, Json(serde_json::json!({ "detail": detail }))).into_response()
+        let mut resp = (status, Json(serde_json::json!({ "detail": detail }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 §11.6.1: a 401 names the scheme that would work.
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(WWW_AUTHENTICATE),
+            );
+        }
+        resp
     }
 }

@@ -273,9 +273,15 @@
     const seq = ++checkoutSeq;
     setBusy(btn);
     say($("checkout-status"), `Contacting ${PROVIDER_NAMES[provider]}…`);
-    const res = await api("POST", `/billing/${provider}/checkout`, {
-      body: { tier: t.name, email },
-    });
+    // An e-mail that has an account checks out only with that account's key (billing answers
+    // 409 otherwise): send this tab's key. When it is another account's (403) or no longer
+    // valid (401), check out as a visitor instead (a new e-mail gets its own account).
+    const body = { tier: t.name, email };
+    const key = S.session.get();
+    let res = await api("POST", `/billing/${provider}/checkout`, { body, key: key || undefined });
+    if (key && (res.status === 401 || res.status === 403)) {
+      res = await api("POST", `/billing/${provider}/checkout`, { body });
+    }
     if (seq !== checkoutSeq) return; // closed or another choice meanwhile
     if (!res.ok || !res.data) {
       checkoutError(S.errorText(res, `${PROVIDER_NAMES[provider]} checkout failed`));

@@ -1,7 +1,7 @@
 //! Checkout for an e-mail without an account, on SQLite and PostgreSQL: the account is created
 //! exactly as `POST /auth/register` would, and its first key is returned once (JSON `api_key`,
-//! or the GET form's HTML page); an existing e-mail gets no key; a refused checkout creates
-//! nothing; the key works and is never logged. Also: bad query strings are JSON 4xx, webhook
+//! or the GET form's HTML page); an existing e-mail gets register's 409 without the account's
+//! key and checks out with it (no new key); a refused checkout creates nothing; the key works and is never logged. Also: bad query strings are JSON 4xx, webhook
 //! bodies between the API limit and the webhook limit are accepted, unsigned Toss event names do
 //! not become metric labels, and a retried Toss confirmation never starts a second charge while
 //! the first one's outcome is unknown.
@@ -24,6 +24,16 @@ async fn checkout(s: &Stack, provider: &str, email: &str) -> (u16, Value) {
     .await
 }
 
+/// A checkout by the holder of `key`.
+async fn checkout_as(s: &Stack, provider: &str, email: &str, key: &str) -> (u16, Value) {
+    s.post(
+        &format!("/billing/{provider}/checkout"),
+        &json!({"tier": "pro", "email": email}).to_string(),
+        &[("X-API-Key", key)],
+    )
+    .await
+}
+
 async fn users_with_email(s: &Stack, email: &str) -> i64 {
     stellar_common::with_db!(&s.db, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users WHERE email = $1")
         .bind(email).fetch_one(p).await)
@@ -31,7 +41,19 @@ async fn users_with_email(s: &Stack, email: &str) -> i64 {
 }
 
 async fn get_page(s: &Stack, path: &str) -> (u16, reqwest::header::HeaderMap, String) {
-    let r = s.http.get(format!("{}{path}", s.url)).send().await.unwrap();
+    get_page_as(s, path, None).await
+}
+
+async fn get_page_as(
+    s: &Stack,
+    path: &str,
+    key: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut r = s.http.get(format!("{}{path}", s.url));
+    if let Some(k) = key {
+        r = r.header("X-API-Key", k);
+    }
+    let r = r.send().await.unwrap();
     let (st, h) = (r.status().as_u16(), r.headers().clone());
     (st, h, r.text().await.unwrap())
 }
@@ -94,9 +116,13 @@ async fn checkout_flow(backend: Backend) {
     assert_eq!((st, v["outcome"].as_str()), (200, Some("applied")), "{v}");
     s.expect_tier(&key, "pro", Duration::from_secs(1)).await;
 
-    // The same e-mail again (any provider, any spelling): no key. Register: 409, no key.
+    // The same e-mail again (any provider, any spelling): register's 409 and no key; with the
+    // account's key it checks out for the account, still without a new key.
     for provider in ["stripe", "lemonsqueezy", "toss"] {
-        let (st, v) = checkout(&s, provider, "new.buyer@example.com").await;
+        let (st, v) = checkout(&s, provider, "New.Buyer@example.com").await;
+        assert_eq!(st, 409, "{provider}: {v}");
+        assert!(v.get("api_key").is_none(), "{provider}: {v}");
+        let (st, v) = checkout_as(&s, provider, "new.buyer@example.com", &key).await;
         assert_eq!(st, 200, "{provider}: {v}");
         assert!(v.get("api_key").is_none(), "{provider}: {v}");
     }
@@ -113,8 +139,11 @@ async fn checkout_flow(backend: Backend) {
 
     // A registered e-mail: no key either.
     let (_, reg_key) = s.register("registered@example.com").await;
-    shown_keys.push(reg_key);
+    shown_keys.push(reg_key.clone());
     let (st, v) = checkout(&s, "lemonsqueezy", "registered@example.com").await;
+    assert_eq!(st, 409, "{v}");
+    assert!(v.get("api_key").is_none(), "{v}");
+    let (st, v) = checkout_as(&s, "lemonsqueezy", "registered@example.com", &reg_key).await;
     assert_eq!(st, 200, "{v}");
     assert!(v.get("api_key").is_none(), "{v}");
 
@@ -146,7 +175,7 @@ async fn checkout_flow(backend: Backend) {
         .bind(tuid).fetch_one(p).await)
     .unwrap();
     assert_eq!(stored.as_deref(), Some(ck.as_str()));
-    let (_, v) = checkout(&s, "toss", "toss.buyer@example.com").await;
+    let (_, v) = checkout_as(&s, "toss", "toss.buyer@example.com", &tkey).await;
     assert_eq!(v["customer_key"].as_str(), Some(ck.as_str()));
     assert!(v.get("api_key").is_none());
 
@@ -169,37 +198,42 @@ async fn checkout_flow(backend: Backend) {
     );
     assert!(html.contains("Continue to payment"));
     assert_eq!(s.usage(&gkey).await["email"], "get.buyer@example.com");
-    // Again: the account exists, so a plain redirect and no key.
-    let (st, h, html) = get_page(
-        &s,
-        "/billing/lemonsqueezy/checkout?tier=pro&email=get.buyer%40example.com",
-    )
-    .await;
+    // Again: the account exists, so 409 without its key, a plain redirect (no key) with it.
+    let again = "/billing/lemonsqueezy/checkout?tier=pro&email=get.buyer%40example.com";
+    let (st, h, html) = get_page(&s, again).await;
+    assert_eq!(st, 409, "{html}");
+    assert!(h.get("location").is_none() && !html.contains("sk-stellar-"));
+    let (st, h, html) = get_page_as(&s, again, Some(&gkey)).await;
     assert_eq!(st, 303, "{html}");
     assert!(h["location"].to_str().unwrap().starts_with("https://"));
     assert!(!html.contains("sk-stellar-"));
 
-    // GET Toss page, new e-mail: the key page first, whose link comes back to the SDK page.
-    let (st, _, html) = get_page(
-        &s,
-        "/billing/toss/pay?tier=pro&email=toss.get%40example.com",
-    )
-    .await;
+    // GET Toss page, new e-mail: the key page first, whose link (with the account's
+    // customerKey, which a browser link can carry where a key header cannot) comes back to the
+    // SDK page. Without the customerKey, the account's page is not anyone's to open.
+    let toss_page = "/billing/toss/pay?tier=pro&email=toss.get%40example.com";
+    let (st, _, html) = get_page(&s, toss_page).await;
     assert_eq!(st, 200);
     let tgkey = key_in_page(&html);
     assert!(stellar_common::keys::is_well_formed(&tgkey), "{html}");
-    shown_keys.push(tgkey);
-    assert!(
-        html.contains("/billing/toss/pay?tier=pro&amp;email=toss.get%40example.com"),
-        "{html}"
-    );
-    let (st, _, html) = get_page(
-        &s,
-        "/billing/toss/pay?tier=pro&email=toss.get%40example.com",
-    )
-    .await;
-    assert_eq!(st, 200);
+    shown_keys.push(tgkey.clone());
+    let link = format!("{}&amp;customerKey=", toss_page.replace('&', "&amp;"));
+    let at = html.find(&link).expect("the link back to the Toss page") + link.len();
+    let link_ck = &html[at..at + 36];
+    let tguid = Uuid::parse_str(s.usage(&tgkey).await["user_id"].as_str().unwrap()).unwrap();
+    let stored: Option<String> = stellar_common::with_db!(&s.db, p => sqlx::query_scalar("SELECT toss_customer_key FROM users WHERE id = $1")
+        .bind(tguid).fetch_one(p).await)
+    .unwrap();
+    assert_eq!(stored.as_deref(), Some(link_ck), "{html}");
+    let (st, h, html) = get_page(&s, &format!("{toss_page}&customerKey={link_ck}")).await;
+    assert_eq!(st, 200, "{html}");
     assert!(html.contains("requestBillingAuth") && !html.contains("sk-stellar-"));
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    let (st, _, html) = get_page(&s, toss_page).await;
+    assert_eq!(st, 409, "{html}");
+    let wrong = format!("{toss_page}&customerKey={ck}");
+    let (st, _, html) = get_page(&s, &wrong).await;
+    assert_eq!(st, 403, "another account's customerKey: {html}");
 
     // Missing or malformed query parameters: JSON 422, nothing created.
     for path in [

@@ -79,7 +79,7 @@ async fn lemon_flow(backend: Backend) {
         .post(
             "/billing/lemonsqueezy/checkout",
             r#"{"tier":"pro","email":"Carol@example.com"}"#,
-            &[],
+            &[("X-API-Key", &key)],
         )
         .await;
     assert_eq!(st, 200, "{v}");
@@ -120,6 +120,7 @@ async fn lemon_flow(backend: Backend) {
             "{}/billing/lemonsqueezy/checkout?tier=team&email=carol@example.com",
             s.url
         ))
+        .header("X-API-Key", &key)
         .send()
         .await
         .unwrap();

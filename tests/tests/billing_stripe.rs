@@ -54,7 +54,7 @@ async fn stripe_flow(backend: Backend) {
         .post(
             "/billing/stripe/checkout",
             r#"{"tier":"pro","email":"grace@example.com"}"#,
-            &[],
+            &[("X-API-Key", &key)],
         )
         .await;
     assert_eq!(st, 200, "{v}");
@@ -93,6 +93,7 @@ async fn stripe_flow(backend: Backend) {
             "{}/billing/stripe/checkout?tier=team&email=grace@example.com",
             s.url
         ))
+        .header("X-API-Key", &key)
         .send()
         .await
         .unwrap();

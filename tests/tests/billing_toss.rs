@@ -11,12 +11,14 @@ use stellar_tests::fakes::harness::{each_backend, Backend, Opts, Stack, TOSS_CK}
 use stellar_tests::fakes::TossMode;
 use uuid::Uuid;
 
-async fn checkout(s: &Stack, email: &str) -> String {
+/// The Toss checkout of the account whose API key is `key` (an e-mail with an account checks
+/// out only with its key).
+async fn checkout(s: &Stack, email: &str, key: &str) -> String {
     let (st, v) = s
         .post(
             "/billing/toss/checkout",
             &json!({"tier": "pro", "email": email}).to_string(),
-            &[],
+            &[("X-API-Key", key)],
         )
         .await;
     assert_eq!(st, 200, "{v}");
@@ -65,22 +67,23 @@ async fn toss_flow(backend: Backend) {
     let (uid, key) = s.register("henry@example.com").await;
 
     // Checkout: what the SDK needs; the customerKey is stable per account.
-    let ck = checkout(&s, "henry@example.com").await;
-    assert_eq!(checkout(&s, "HENRY@example.com").await, ck);
+    let ck = checkout(&s, "henry@example.com", &key).await;
+    assert_eq!(checkout(&s, "HENRY@example.com", &key).await, ck);
     let r = s
         .http
         .get(format!(
             "{}/billing/toss/checkout?tier=pro&email=henry@example.com",
             s.url
         ))
+        .header("X-API-Key", &key)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 303);
     let page = r.headers()["location"].to_str().unwrap().to_string();
     assert!(page.contains("/billing/toss/pay?"), "{page}");
-    s.register("mallory@example.com").await;
-    let mallory_ck = checkout(&s, "mallory@example.com").await;
+    let (_, mallory_key) = s.register("mallory@example.com").await;
+    let mallory_ck = checkout(&s, "mallory@example.com", &mallory_key).await;
 
     // A customerKey of another account, or a refused authKey: nothing stored, nothing charged.
     assert_eq!(
@@ -274,7 +277,7 @@ async fn toss_flow(backend: Backend) {
 
     // Declines: past_due at once (tier kept), two retries 1 s apart, then free after the grace.
     let (u2, k2) = s.register("ivy@example.com").await;
-    let ck2 = checkout(&s, "ivy@example.com").await;
+    let ck2 = checkout(&s, "ivy@example.com", &k2).await;
     assert_eq!(confirm(&s, "ivy@example.com", &ck2, "auth_ok").await.0, 200);
     s.expect_tier(&k2, "pro", Duration::from_secs(1)).await;
     s.toss
@@ -313,8 +316,8 @@ async fn toss_flow(backend: Backend) {
     s.toss.set_mode(TossMode::Approve);
 
     // A declined first charge: 402, still free.
-    let (u3, _) = s.register("jack@example.com").await;
-    let ck3 = checkout(&s, "jack@example.com").await;
+    let (u3, k3) = s.register("jack@example.com").await;
+    let ck3 = checkout(&s, "jack@example.com", &k3).await;
     s.toss
         .set_mode(TossMode::Decline("INVALID_CARD_EXPIRATION".into()));
     assert_eq!(

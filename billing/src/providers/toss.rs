@@ -188,7 +188,10 @@ impl Toss {
             "success_url": success_url,
             "fail_url": format!("{public}/billing/toss/fail"),
             "sdk_url": self.cfg().sdk_url,
-            "checkout_url": format!("{public}/billing/toss/pay?tier={}&email={}", q(&tier.name), q(user_email)),
+            // The customerKey lets the card page open without an API key header (a browser
+            // follows this link); this answer only ever goes to the account's key holder or to
+            // the buyer who just created the account.
+            "checkout_url": format!("{public}/billing/toss/pay?tier={}&email={}&customerKey={}", q(&tier.name), q(user_email), q(customer_key)),
         })
     }
 
@@ -898,6 +901,16 @@ impl Provider for Toss {
             return Err(not_configured("toss"));
         }
         let tier = self.tier_checked(&req.tier.name)?;
+        // Toss is not called before the card step, so check now that it could be: a checkout
+        // whose card registration cannot work is refused before anything is written.
+        if !self
+            .url(&["v1"])
+            .is_ok_and(|u| matches!(u.scheme(), "https" | "http"))
+        {
+            return Err(ApiError::Provider(
+                "toss: toss.api_base is not usable".into(),
+            ));
+        }
         let ck = self.customer_key(req.user).await?;
         Ok(self.checkout_answer(req.email, &ck, tier))
     }

@@ -2,7 +2,7 @@
 
 use crate::accounts::{self, normalize_email, Registered};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Auth, JsonBody, QueryParams};
+use crate::extract::{Auth, JsonBody, MaybeAuth, QueryParams};
 use crate::providers::{CheckoutRequest, Provider};
 use crate::state::AppState;
 use crate::subscription;
@@ -13,7 +13,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use stellar_common::Tier;
+use stellar_common::{keys, Tier};
 
 pub async fn tiers(State(st): State<AppState>) -> Json<Value> {
     let p = &st.providers;
@@ -30,7 +30,9 @@ pub async fn tiers(State(st): State<AppState>) -> Json<Value> {
 #[derive(Deserialize)]
 pub struct CheckoutBody {
     tier: String,
-    email: String,
+    /// Required without an API key; with one, optional and then the key's account's e-mail.
+    #[serde(default)]
+    email: Option<String>,
 }
 
 fn paid_tier(st: &AppState, name: &str) -> ApiResult<Arc<Tier>> {
@@ -55,91 +57,138 @@ struct Started {
     new_key: Option<String>,
 }
 
-/// Start a checkout. An e-mail with an account checks out for that account (no key). A new
-/// e-mail gets an account exactly as `POST /auth/register` would make it, with its first key:
-/// the provider is called first with the id the account will have, and the account is created
-/// only once the provider accepted, so a refused checkout creates nothing and a created account
-/// always comes with a key its buyer sees. If someone else names the same new e-mail at the same
-/// moment, the first to commit gets the key and the other checks out for that account, keyless.
-async fn start_checkout(st: &AppState, provider: &str, body: &CheckoutBody) -> ApiResult<Started> {
+/// The answer to an anonymous checkout for an e-mail that has an account: what
+/// `POST /auth/register` answers for it (409), so it reveals nothing register does not.
+fn already_registered(st: &AppState) -> ApiError {
+    st.metrics
+        .accounts
+        .with_label_values(&["duplicate_email"])
+        .inc();
+    ApiError::Conflict("Email already registered: sign in with its API key to check out".into())
+}
+
+/// Ask the provider for a checkout; an answer whose `checkout_url` a browser cannot be sent to
+/// is a refusal too, so callers act only on a usable checkout.
+async fn ask_provider(
+    st: &AppState,
+    p: &dyn Provider,
+    user: &accounts::User,
+    tier: &Tier,
+) -> ApiResult<Value> {
+    let r = p
+        .checkout(CheckoutRequest {
+            user,
+            tier,
+            email: &user.email,
+        })
+        .await
+        .and_then(|answer| checkout_url(&answer).map(|_| answer));
+    st.metrics
+        .checkouts
+        .with_label_values(&[p.name(), if r.is_ok() { "ok" } else { "error" }])
+        .inc();
+    r
+}
+
+/// Start a checkout.
+///
+/// With an API key (`auth`), the checkout is for the key's account: bound to its provider
+/// customer (Stripe customer, our user id for Lemon Squeezy, its Toss customerKey), no key
+/// issued; an e-mail in the request must be that account's.
+///
+/// Without a key, only a new e-mail can check out: it gets an account exactly as
+/// `POST /auth/register` would make it, with its first key. The provider is called first with
+/// the id the account will have, and the account is created only once the provider accepted
+/// with a usable checkout, so a refused checkout creates nothing and a created account always
+/// comes with a key its buyer sees. An e-mail that has an account is answered as register
+/// answers it (409) before anything is asked or written: an anonymous caller never binds to,
+/// sees or reuses another account's provider customer. If someone else registers the same new
+/// e-mail at the same moment, the first to commit wins and the other gets that 409 too.
+async fn start_checkout(
+    st: &AppState,
+    provider: &str,
+    body: &CheckoutBody,
+    auth: Option<&Auth>,
+) -> ApiResult<Started> {
     let p = st
         .providers
         .by_path(provider)
         .ok_or_else(|| ApiError::NotFound(format!("Unknown payment provider: {provider}")))?;
     let tier = paid_tier(st, &body.tier)?;
-    let email = normalize_email(&body.email)
-        .ok_or_else(|| ApiError::Unprocessable("Invalid email address".into()))?;
+    let email = match body.email.as_deref() {
+        Some(raw) => Some(
+            normalize_email(raw)
+                .ok_or_else(|| ApiError::Unprocessable("Invalid email address".into()))?,
+        ),
+        None if auth.is_some() => None,
+        None => return Err(ApiError::Unprocessable("Missing email".into())),
+    };
     if !p.configured() {
         return Err(ApiError::Unavailable(format!(
             "{provider} is not configured"
         )));
     }
-    let free = st.settings.tiers.default_tier().name.clone();
-    for _ in 0..2 {
-        let existing = accounts::user_by_email(&st.db, &email).await?;
-        let user = match &existing {
-            Some(u) => u.clone(),
-            None => {
-                let toss_ck = (p.name() == "toss").then(|| uuid::Uuid::new_v4().to_string());
-                accounts::User::provisional(uuid::Uuid::new_v4(), &email, &free, toss_ck)
-            }
-        };
-        let r = p
-            .checkout(CheckoutRequest {
-                user: &user,
-                tier: &tier,
-                email: &email,
-            })
-            .await;
-        st.metrics
-            .checkouts
-            .with_label_values(&[p.name(), if r.is_ok() { "ok" } else { "error" }])
-            .inc();
-        let answer = r?;
-        if existing.is_some() {
-            return Ok(Started {
-                answer,
-                new_key: None,
-            });
-        }
-        match accounts::create_account(
-            &st.db,
-            user.id,
-            &email,
-            &free,
-            user.toss_customer_key.as_deref(),
-        )
-        .await?
+    if let Some(auth) = auth {
+        let user = accounts::user_by_id(&st.db, auth.user_id)
+            .await?
+            .ok_or(ApiError::Unauthorized("Invalid API key"))?;
+        if email
+            .as_deref()
+            .is_some_and(|e| !e.eq_ignore_ascii_case(user.email.trim()))
         {
-            Registered::Created { user_id, key, .. } => {
-                st.metrics
-                    .accounts
-                    .with_label_values(&["registered_at_checkout"])
-                    .inc();
-                tracing::info!(%user_id, provider = p.name(), "account registered at checkout");
-                return Ok(Started {
-                    answer,
-                    new_key: Some(key.plaintext),
-                });
-            }
-            // The e-mail was registered meanwhile: check out again, for that account.
-            Registered::AlreadyExists => continue,
+            return Err(ApiError::Forbidden(
+                "This e-mail is not the one of the API key's account".into(),
+            ));
         }
+        let answer = ask_provider(st, p, &user, &tier).await?;
+        return Ok(Started {
+            answer,
+            new_key: None,
+        });
     }
-    Err(ApiError::Conflict(
-        "This e-mail was registered at the same moment; please try again".into(),
-    ))
+    let email = email.unwrap_or_default();
+    if accounts::user_by_email(&st.db, &email).await?.is_some() {
+        return Err(already_registered(st));
+    }
+    let free = st.settings.tiers.default_tier().name.clone();
+    let toss_ck = (p.name() == "toss").then(|| uuid::Uuid::new_v4().to_string());
+    let user = accounts::User::provisional(uuid::Uuid::new_v4(), &email, &free, toss_ck);
+    let answer = ask_provider(st, p, &user, &tier).await?;
+    match accounts::create_account(
+        &st.db,
+        user.id,
+        &email,
+        &free,
+        user.toss_customer_key.as_deref(),
+    )
+    .await?
+    {
+        Registered::Created { user_id, key, .. } => {
+            st.metrics
+                .accounts
+                .with_label_values(&["registered_at_checkout"])
+                .inc();
+            tracing::info!(%user_id, provider = p.name(), "account registered at checkout");
+            Ok(Started {
+                answer,
+                new_key: Some(key.plaintext),
+            })
+        }
+        // Registered meanwhile: the provisional checkout is dropped unseen.
+        Registered::AlreadyExists => Err(already_registered(st)),
+    }
 }
 
 pub async fn checkout_json(
     State(st): State<AppState>,
     Path(provider): Path<String>,
+    MaybeAuth(auth): MaybeAuth,
     JsonBody(body): JsonBody<CheckoutBody>,
 ) -> ApiResult<Response> {
     let Started {
         mut answer,
         new_key,
-    } = start_checkout(&st, &provider, &body).await?;
+    } = start_checkout(&st, &provider, &body, auth.as_ref()).await?;
     if let Some(key) = new_key {
         answer["api_key"] = Value::String(key);
     }
@@ -205,13 +254,14 @@ document.getElementById("copy-key").addEventListener("click", async (e) => {{
 pub async fn checkout_redirect(
     State(st): State<AppState>,
     Path(provider): Path<String>,
+    MaybeAuth(auth): MaybeAuth,
     QueryParams(q): QueryParams<CheckoutBody>,
 ) -> ApiResult<Response> {
-    let Started { answer, new_key } = start_checkout(&st, &provider, &q).await?;
+    let Started { answer, new_key } = start_checkout(&st, &provider, &q, auth.as_ref()).await?;
     let url = checkout_url(&answer)?;
     Ok(match new_key {
         Some(key) => key_interstitial(
-            &normalize_email(&q.email).unwrap_or_default(),
+            &normalize_email(q.email.as_deref().unwrap_or_default()).unwrap_or_default(),
             &q.tier.trim().to_ascii_lowercase(),
             &key,
             &url,
@@ -312,17 +362,70 @@ pub async fn toss_fail(
     ))
 }
 
-/// Billing's own Toss page: loads the SDK and starts `requestBillingAuth`.
+#[derive(Deserialize)]
+pub struct TossPayQuery {
+    tier: String,
+    #[serde(default)]
+    email: Option<String>,
+    /// Put in this page's address by the Toss checkout (its `checkout_url`), which is only ever
+    /// answered to the account's key holder or to the buyer who just created the account.
+    #[serde(default, rename = "customerKey")]
+    customer_key: Option<String>,
+}
+
+/// The Toss checkout of the account whose customerKey the caller holds: the same proof
+/// `POST /billing/toss/confirm` asks for, and the same 403 for a wrong key or an unknown e-mail.
+async fn toss_checkout_for_holder(
+    st: &AppState,
+    q: &TossPayQuery,
+    customer_key: &str,
+) -> ApiResult<Value> {
+    let not_theirs = || ApiError::Forbidden("customerKey does not belong to this account".into());
+    let tier = paid_tier(st, &q.tier)?;
+    let email = q
+        .email
+        .as_deref()
+        .and_then(normalize_email)
+        .ok_or_else(|| ApiError::Unprocessable("Invalid email address".into()))?;
+    let user = accounts::user_by_email(&st.db, &email)
+        .await?
+        .ok_or_else(not_theirs)?;
+    let holds = user
+        .toss_customer_key
+        .as_deref()
+        .is_some_and(|k| keys::ct_eq(k.as_bytes(), customer_key.trim().as_bytes()));
+    if !holds {
+        return Err(not_theirs());
+    }
+    ask_provider(st, &st.providers.toss, &user, &tier).await
+}
+
+/// Billing's own Toss page: loads the SDK and starts `requestBillingAuth`. Opened by the
+/// account's key holder (a key, or the customerKey the Toss checkout put in its address), or,
+/// for a new e-mail, as a checkout that creates the account (the key page comes first).
 pub async fn toss_page(
     State(st): State<AppState>,
-    QueryParams(q): QueryParams<CheckoutBody>,
+    MaybeAuth(auth): MaybeAuth,
+    QueryParams(q): QueryParams<TossPayQuery>,
 ) -> ApiResult<Response> {
-    let Started { answer: v, new_key } = start_checkout(&st, "toss", &q).await?;
+    let Started { answer: v, new_key } = match (&auth, q.customer_key.as_deref()) {
+        (None, Some(ck)) => Started {
+            answer: toss_checkout_for_holder(&st, &q, ck).await?,
+            new_key: None,
+        },
+        _ => {
+            let body = CheckoutBody {
+                tier: q.tier.clone(),
+                email: q.email.clone(),
+            };
+            start_checkout(&st, "toss", &body, auth.as_ref()).await?
+        }
+    };
     if let Some(key) = new_key {
-        // A new e-mail: the key first; the link comes back here, to an account that exists.
+        // A new e-mail: the key first; the link (with the customerKey) comes back here.
         let url = checkout_url(&v)?;
         return Ok(key_interstitial(
-            &normalize_email(&q.email).unwrap_or_default(),
+            &normalize_email(q.email.as_deref().unwrap_or_default()).unwrap_or_default(),
             &q.tier.trim().to_ascii_lowercase(),
             &key,
             &url,
@@ -349,7 +452,15 @@ const c = {data};
 }})();
 </script></body></html>"#
     );
-    Ok(([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response())
+    // The address holds the customerKey: never cached, never sent on as a referrer.
+    Ok((
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        Html(html),
+    )
+        .into_response())
 }
 
 pub async fn portal(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
