@@ -289,6 +289,7 @@ pub fn parse_request(buf: &[u8], head: &mut Head) -> Result<Option<usize>, Inval
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(Invalid::Malformed("malformed request line"));
     };
+    check_target_form(method, target)?;
     head.word = range(buf, method.as_bytes());
     head.target = range(buf, target.as_bytes());
     head.minor = minor;
@@ -298,7 +299,7 @@ pub fn parse_request(buf: &[u8], head: &mut Head) -> Result<Option<usize>, Inval
     head.expect_continue = head
         .get(buf, Name::Expect)
         .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
-    let f = framing(buf, head)?;
+    let f = framing(buf, head, true)?;
     if f.te_fields > 0 && f.te.is_none() {
         return Err(Invalid::Malformed("empty Transfer-Encoding"));
     }
@@ -360,7 +361,7 @@ pub fn parse_response(
     head.minor = minor;
     fill_fields(buf, resp.headers, head);
     head.expect_continue = false;
-    let f = framing(buf, head)?;
+    let f = framing(buf, head, false)?;
     head.body = if method_is_head || (100..200).contains(&status) || status == 204 || status == 304
     {
         Body::None
@@ -411,7 +412,10 @@ struct Framing {
     cl: Option<u64>,
 }
 
-fn framing(buf: &[u8], head: &Head) -> Result<Framing, Invalid> {
+/// The framing fields of a head. `strict` (requests): an empty Transfer-Encoding element or
+/// field, or a Content-Length list, is refused; an upstream's answer is read as leniently as
+/// before (empty elements ignored, equal list members accepted).
+fn framing(buf: &[u8], head: &Head, strict: bool) -> Result<Framing, Invalid> {
     let mut te: Option<bool> = None;
     let mut te_fields = 0;
     let mut cl: Option<u64> = None;
@@ -419,18 +423,24 @@ fn framing(buf: &[u8], head: &Head) -> Result<Framing, Invalid> {
         match name {
             Name::TransferEncoding => {
                 te_fields += 1;
-                // The last coding of the last field decides; an empty field decides nothing
-                // (a request with one is refused by the caller).
-                if let Some(last) = tokens(f.value(buf)).last() {
+                // An empty field or element (`chunked,`) is refused: readers disagree on it.
+                let v = f.value(buf);
+                if strict && v.split(|b| *b == b',').any(|t| t.trim_ascii().is_empty()) {
+                    return Err(Invalid::Malformed("empty Transfer-Encoding element"));
+                }
+                // The last coding of the last field decides.
+                if let Some(last) = tokens(v).last() {
                     te = Some(last.eq_ignore_ascii_case(b"chunked"));
                 }
             }
             Name::ContentLength => {
-                // `Content-Length = 1*DIGIT`: a field without a number is as bad as a wrong one.
-                if tokens(f.value(buf)).next().is_none() {
+                // `Content-Length = 1*DIGIT`: a field without a number, or a list (which some
+                // readers take the first of and others refuse), is as bad as a wrong one.
+                let v = f.value(buf);
+                if tokens(v).next().is_none() || (strict && v.contains(&b',')) {
                     return Err(Invalid::Malformed("bad Content-Length"));
                 }
-                for v in tokens(f.value(buf)) {
+                for v in tokens(v) {
                     let n = parse_length(v).ok_or(Invalid::Malformed("bad Content-Length"))?;
                     if cl.is_some_and(|c| c != n) {
                         return Err(Invalid::Malformed("conflicting Content-Length"));
@@ -442,6 +452,29 @@ fn framing(buf: &[u8], head: &Head) -> Result<Framing, Invalid> {
         }
     }
     Ok(Framing { te, te_fields, cl })
+}
+
+/// RFC 9112 §3.2: a request target is in one of four forms: origin-form (`/path?query`),
+/// absolute-form (`scheme://authority/path`), authority-form (`host:port`, `CONNECT` only) or
+/// asterisk-form (`*`, `OPTIONS` only). Anything else is refused.
+fn check_target_form(method: &str, target: &str) -> Result<(), Invalid> {
+    let ok = match target.as_bytes().first() {
+        Some(b'/') => true,
+        Some(b'*') => target == "*" && method == "OPTIONS",
+        _ if method == "CONNECT" => matches!(
+            target.parse::<http::uri::Authority>(),
+            Ok(a) if a.port().is_some() && !a.host().is_empty() && !target.contains('@')
+        ),
+        _ => matches!(
+            target.parse::<http::Uri>(),
+            Ok(u) if u.scheme().is_some() && u.authority().is_some_and(|a| !a.host().is_empty())
+        ),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::Malformed("request target in no HTTP/1.1 form"))
+    }
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host`; an HTTP/1.0 one at most one. Its
@@ -460,8 +493,24 @@ fn check_host(buf: &[u8], head: &Head) -> Result<(), Invalid> {
                 c.is_ascii_alphanumeric()
                     || matches!(
                         c,
-                        b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')'
-                            | b'*' | b'+' | b',' | b';' | b'=' | b'%' | b':' | b'[' | b']'
+                        b'-' | b'.'
+                            | b'_'
+                            | b'~'
+                            | b'!'
+                            | b'$'
+                            | b'&'
+                            | b'\''
+                            | b'('
+                            | b')'
+                            | b'*'
+                            | b'+'
+                            | b','
+                            | b';'
+                            | b'='
+                            | b'%'
+                            | b':'
+                            | b'['
+                            | b']'
                     )
             });
             if ok {
@@ -507,7 +556,10 @@ pub enum Part {
     /// Chunk data (a chunk may come in several parts).
     Data(Range<usize>),
     /// One trailer field: the name and the value (trimmed).
-    Trailer { name: Range<usize>, value: Range<usize> },
+    Trailer {
+        name: Range<usize>,
+        value: Range<usize>,
+    },
 }
 
 impl Chunked {
@@ -532,11 +584,7 @@ impl Chunked {
     }
 
     /// [`walk`](Chunked::walk), reporting trailer fields too.
-    pub fn walk_parts(
-        &mut self,
-        buf: &[u8],
-        mut part: impl FnMut(Part),
-    ) -> Result<usize, Invalid> {
+    pub fn walk_parts(&mut self, buf: &[u8], mut part: impl FnMut(Part)) -> Result<usize, Invalid> {
         let mut at = 0;
         while at < buf.len() {
             match self.state {
@@ -685,8 +733,20 @@ fn is_tchar(c: u8) -> bool {
     c.is_ascii_alphanumeric()
         || matches!(
             c,
-            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_'
-                | b'`' | b'|' | b'~'
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
         )
 }
 

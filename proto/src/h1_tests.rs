@@ -332,7 +332,12 @@ fn request_line_absolute_form_is_reduced_to_its_path() {
 
 #[test]
 fn request_line_asterisk_and_authority_forms_are_kept_as_is() {
-    assert_request_line(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", "OPTIONS", "*", "*");
+    assert_request_line(
+        b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+        "OPTIONS",
+        "*",
+        "*",
+    );
     let buf = b"CONNECT h.example:443 HTTP/1.1\r\nHost: h.example:443\r\n\r\n";
     assert_request_line(buf, "CONNECT", "h.example:443", "h.example:443");
 }
@@ -596,7 +601,7 @@ fn request_duplicate_equal_content_lengths_are_accepted() {
         "HTTP/1.1",
         &[
             &["Content-Length: 42", "Content-Length: 42"],
-            &["Content-Length: 42, 42 ,42"],
+            &["Content-Length:  42 "],
         ],
         Body::Length(42),
     );
@@ -614,6 +619,10 @@ fn request_conflicting_content_lengths_are_malformed() {
         &[
             &["Content-Length: 42", "Content-Length: 43"],
             &["Content-Length: 42, 43"],
+            // Lists, even of one value: some readers take the first, others refuse.
+            &["Content-Length: 42, 42 ,42"],
+            &["Content-Length: 1,"],
+            &["Content-Length: ,1"],
             &["Content-Length: 0", "Content-Length: 1"],
             &["Content-Length: 1", "X-Other: 2", "Content-Length: 1, 2"],
         ],
@@ -661,10 +670,7 @@ fn request_transfer_encoding_chunked() {
             &["Transfer-Encoding: chunked"],
             &["transfer-encoding: CHUNKED"],
             &["Transfer-Encoding: gzip, chunked"],
-            &["Transfer-Encoding: gzip,chunked,"],
             &["Transfer-Encoding: gzip", "Transfer-Encoding: chunked"],
-            // An empty field is ignored.
-            &["Transfer-Encoding: chunked", "Transfer-Encoding:"],
         ],
         Body::Chunked,
     );
@@ -1002,14 +1008,7 @@ fn name_of_near_misses_are_other() {
         }
     }
     assert_names(
-        &[
-            "",
-            "t",
-            "hosts",
-            "content-length ",
-            " te",
-            "x-api-keys",
-        ],
+        &["", "t", "hosts", "content-length ", " te", "x-api-keys"],
         Name::Other,
     );
 }
@@ -1075,7 +1074,10 @@ fn name_of_underscore_lookalikes() {
         Name::Lookalike,
     );
     // Other names with `_` are just names.
-    assert_names(&["x_custom", "my_header", "host_", "_", "x_stellar"], Name::Other);
+    assert_names(
+        &["x_custom", "my_header", "host_", "_", "x_stellar"],
+        Name::Other,
+    );
 }
 
 #[test]
@@ -1086,7 +1088,12 @@ fn name_of_is_applied_to_parsed_fields() {
     let names: Vec<Name> = head.fields.iter().map(|(n, _)| *n).collect();
     assert_eq!(
         names,
-        vec![Name::XStellarOther, Name::Te, Name::XStellarAgent, Name::Host]
+        vec![
+            Name::XStellarOther,
+            Name::Te,
+            Name::XStellarAgent,
+            Name::Host
+        ]
     );
 }
 
@@ -1641,12 +1648,18 @@ fn any_transfer_encoding_with_a_content_length_is_refused() {
         let buf = format!(
             "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: {te}\r\nContent-Length: 3\r\n\r\n"
         );
-        assert_malformed(buf.as_bytes(), parse_request(buf.as_bytes(), &mut Head::default()));
+        assert_malformed(
+            buf.as_bytes(),
+            parse_request(buf.as_bytes(), &mut Head::default()),
+        );
         // The order of the fields does not matter.
         let buf = format!(
             "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: {te}\r\n\r\n"
         );
-        assert_malformed(buf.as_bytes(), parse_request(buf.as_bytes(), &mut Head::default()));
+        assert_malformed(
+            buf.as_bytes(),
+            parse_request(buf.as_bytes(), &mut Head::default()),
+        );
     }
 }
 
@@ -1654,16 +1667,24 @@ fn any_transfer_encoding_with_a_content_length_is_refused() {
 fn an_empty_transfer_encoding_is_refused_even_alone() {
     for te in ["", ",", " ,, "] {
         let buf = format!("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: {te}\r\n\r\n");
-        assert_eq!(
-            req_err(buf.as_bytes()),
-            Invalid::Malformed("empty Transfer-Encoding"),
-            "{te:?}"
+        assert_malformed(
+            buf.as_bytes(),
+            parse_request(buf.as_bytes(), &mut Head::default()),
         );
     }
-    // An empty field beside one that names chunked is harmless: the last coding decides.
-    let (head, _) =
-        req(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: \r\n\r\n");
-    assert_eq!(head.body, Body::Chunked);
+    // An empty field or element beside one that names chunked too: readers disagree on it.
+    for te in [
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: ",
+        "Transfer-Encoding: chunked,",
+        "Transfer-Encoding: ,chunked",
+        "Transfer-Encoding: gzip,,chunked",
+    ] {
+        let buf = format!("POST / HTTP/1.1\r\nHost: h\r\n{te}\r\n\r\n");
+        assert_malformed(
+            buf.as_bytes(),
+            parse_request(buf.as_bytes(), &mut Head::default()),
+        );
+    }
 }
 
 #[test]
@@ -1681,19 +1702,14 @@ fn http11_requests_need_exactly_one_valid_host() {
         Invalid::Malformed("more than one Host")
     );
     for bad in [
-        "a b",
-        "a\tb",
-        "user@h",
-        "h/path",
-        "h\\x",
-        "h\"",
-        "h<",
-        "h{",
-        "h\x7f",
+        "a b", "a\tb", "user@h", "h/path", "h\\x", "h\"", "h<", "h{", "h\x7f",
     ] {
         let buf = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
         // httparse refuses some of these itself; either way, refused.
-        assert_malformed(buf.as_bytes(), parse_request(buf.as_bytes(), &mut Head::default()));
+        assert_malformed(
+            buf.as_bytes(),
+            parse_request(buf.as_bytes(), &mut Head::default()),
+        );
     }
     for good in [
         "h",
@@ -1765,4 +1781,26 @@ fn trailer_fields_are_reported_as_parts() {
     .map(|(a, b)| (a.as_bytes().to_vec(), b.as_bytes().to_vec()))
     .collect();
     assert_eq!(parts, want);
+}
+
+#[test]
+fn request_targets_in_no_http11_form_are_refused() {
+    for (method, target) in [
+        ("GET", "?"),
+        ("GET", "a/"),
+        ("GET", "@"),
+        ("GET", "*"),
+        ("POST", "*"),
+        ("GET", "h.example:443"),
+        ("CONNECT", "h.example"),
+        ("CONNECT", "user@h.example:443"),
+        ("GET", "http://"),
+    ] {
+        let buf = format!("{method} {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(
+            req_err(buf.as_bytes()),
+            Invalid::Malformed("request target in no HTTP/1.1 form"),
+            "{buf:?}"
+        );
+    }
 }
