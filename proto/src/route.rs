@@ -137,9 +137,7 @@ pub fn origin_path(target: &str) -> Result<&str, &'static str> {
                     b"" if seg_end < p.len() => {
                         return Err("a request path must not contain empty segments ('//')")
                     }
-                    b"." | b".." => {
-                        return Err("a request path must not contain dot segments")
-                    }
+                    b"." | b".." => return Err("a request path must not contain dot segments"),
                     _ => {}
                 }
             }
@@ -246,8 +244,14 @@ mod tests {
             ("/api/v1/forget/3f2a-9c", "/api/v1/forget/3f2a-9c"),
             ("/api/v1/forget/caf%C3%A9", "/api/v1/forget/caf%C3%A9"),
             ("/api/v1/forget/a%20b", "/api/v1/forget/a%20b"),
-            ("/billing/stripe/checkout?tier=pro&email=a@b.c", "/billing/stripe/checkout"),
-            ("/x/.well-known/a:b@c!$&'()*+,=~_-", "/x/.well-known/a:b@c!$&'()*+,=~_-"),
+            (
+                "/billing/stripe/checkout?tier=pro&email=a@b.c",
+                "/billing/stripe/checkout",
+            ),
+            (
+                "/x/.well-known/a:b@c!$&'()*+,=~_-",
+                "/x/.well-known/a:b@c!$&'()*+,=~_-",
+            ),
             ("/a/..b/c.", "/a/..b/c."),
         ] {
             assert_eq!(origin_path(target), Ok(path), "{target}");
@@ -310,8 +314,14 @@ mod tests {
         for m in METHODS {
             assert!(classify_target(m, "/api/v1/stats").is_ok(), "{m}");
         }
-        for m in ["CONNECT", "TRACE", "post", "Get", "PROPFIND", "BREW", "", "PRI"] {
-            assert_eq!(classify_target(m, "/api/v1/store"), Err(BadTarget::Method), "{m}");
+        for m in [
+            "CONNECT", "TRACE", "post", "Get", "PROPFIND", "BREW", "", "PRI",
+        ] {
+            assert_eq!(
+                classify_target(m, "/api/v1/store"),
+                Err(BadTarget::Method),
+                "{m}"
+            );
         }
         assert_eq!(
             classify_target("POST", "/api/v1/store?x=1"),

@@ -450,7 +450,9 @@ impl Capture {
                     }
                     log.lock().unwrap().push(got);
                     let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
                         .await;
                 });
             }
