@@ -210,7 +210,7 @@ impl Reject {
                 decision,
             } => limits::headers(policy, *rate, decision, limits::unix_now()),
             Reject::MissingKey | Reject::MalformedKey | Reject::UnknownKey => {
-                vec![("WWW-Authenticate", "Bearer".to_string())]
+                vec![("WWW-Authenticate", r#"Bearer realm="stellar""#.to_string())]
             }
             Reject::MethodNotAllowed => vec![("Allow", stellar_proto::route::ALLOW.to_string())],
             _ => Vec::new(),
