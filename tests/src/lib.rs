@@ -6,4 +6,5 @@
 
 pub mod accounts;
 pub mod fakes;
+pub mod relay;
 pub mod spawn;
