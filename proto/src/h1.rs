@@ -428,9 +428,14 @@ fn framing(buf: &[u8], head: &Head, strict: bool) -> Result<Framing, Invalid> {
                 if strict && v.split(|b| *b == b',').any(|t| t.trim_ascii().is_empty()) {
                     return Err(Invalid::Malformed("empty Transfer-Encoding element"));
                 }
-                // The last coding of the last field decides.
-                if let Some(last) = tokens(v).last() {
-                    te = Some(last.eq_ignore_ascii_case(b"chunked"));
+                // The last coding of the last field decides. `chunked` anywhere before it
+                // would mean a body chunked twice (RFC 9112 §6.1 forbids it): refused, not read
+                // as once.
+                for t in tokens(v) {
+                    if strict && te == Some(true) {
+                        return Err(Invalid::Malformed("chunked is not the last coding"));
+                    }
+                    te = Some(t.eq_ignore_ascii_case(b"chunked"));
                 }
             }
             Name::ContentLength => {

@@ -1804,3 +1804,19 @@ fn request_targets_in_no_http11_form_are_refused() {
         );
     }
 }
+
+#[test]
+fn chunked_applied_twice_is_refused() {
+    for te in [
+        "Transfer-Encoding: chunked, chunked",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: chunked, gzip, chunked",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip",
+    ] {
+        let buf = format!("POST / HTTP/1.1\r\nHost: h\r\n{te}\r\n\r\n");
+        assert_malformed(
+            buf.as_bytes(),
+            parse_request(buf.as_bytes(), &mut Head::default()),
+        );
+    }
+}

@@ -18,6 +18,23 @@ impl Gateway {
         self.db.get()
     }
 
+    /// The account DB, waiting up to `db_timeout_ms` for it when the gateway has just started
+    /// and its pool is not connected yet (the listener opens first): a request arriving in that
+    /// moment is served a little later instead of refused with 503. Costs nothing once connected.
+    async fn db_ready(&self) -> Option<&Db> {
+        if let Some(db) = self.db.get() {
+            return Some(db);
+        }
+        let deadline = tokio::time::Instant::now() + self.cfg.db_timeout();
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            if let Some(db) = self.db.get() {
+                return Some(db);
+            }
+        }
+        None
+    }
+
     /// Per-IP bucket (unauthenticated routes, failed auth). `None` = allowed.
     pub(super) fn ip_take(&self, ctx: &mut Ctx) -> Option<Reject> {
         let ip = ctx.client_ip?;
@@ -79,7 +96,7 @@ impl Gateway {
                         return self.ip_take(ctx);
                     }
                 }
-                self.auth.resolve(key, self.db()).await
+                self.auth.resolve(key, self.db_ready().await).await
             }
         };
         metrics::AUTH_CACHE_BY_OUTCOME[outcome.index()].inc();
@@ -128,7 +145,7 @@ impl Gateway {
             };
             let pair = (principal.user_id, agent.clone());
             if !self.agents.contains_key(&pair) {
-                let Some(db) = self.db() else {
+                let Some(db) = self.db_ready().await else {
                     return Some(Reject::QuotaUnavailable);
                 };
                 match tokio::time::timeout(
@@ -159,7 +176,7 @@ impl Gateway {
 
         // Step 6: the memory quota, on stores only.
         if op == EngineOp::Store {
-            let Some(db) = self.db() else {
+            let Some(db) = self.db_ready().await else {
                 return Some(Reject::QuotaUnavailable);
             };
             let user = principal.user_id;
