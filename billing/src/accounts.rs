@@ -2,6 +2,7 @@
 //! same transaction, so gateways evict within a second of the commit.
 
 use crate::error::{ApiError, ApiResult};
+use crate::subscription::Status;
 use chrono::{DateTime, Utc};
 use stellar_common::feed::{self, APPEND_SQL};
 use stellar_common::keys::{self, NewKey};
@@ -17,7 +18,7 @@ pub struct User {
     pub provider: Option<String>,
     pub provider_customer_id: Option<String>,
     pub provider_subscription_id: Option<String>,
-    pub subscription_status: String,
+    pub subscription_status: Status,
     pub current_period_end: Option<DateTime<Utc>>,
     pub cancel_at_period_end: bool,
     pub past_due_since: Option<DateTime<Utc>>,
@@ -72,6 +73,12 @@ pub async fn user_by_id(db: &Db, id: Uuid) -> sqlx::Result<Option<User>> {
 pub async fn user_by_email(db: &Db, email: &str) -> sqlx::Result<Option<User>> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
     with_db!(db, p => sqlx::query_as::<_, User>(&sql).bind(email).fetch_optional(p).await)
+}
+
+/// The account whose Toss billing key has this SHA-256 hex (`BILLING_DELETED` names the key).
+pub async fn user_by_billing_key_hash(db: &Db, hash: &str) -> sqlx::Result<Option<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE billing_key_hash = $1");
+    with_db!(db, p => sqlx::query_as::<_, User>(&sql).bind(hash).fetch_optional(p).await)
 }
 
 /// Outcome of registration.
@@ -143,7 +150,7 @@ impl User {
             provider: None,
             provider_customer_id: None,
             provider_subscription_id: None,
-            subscription_status: "none".into(),
+            subscription_status: Status::None,
             current_period_end: None,
             cancel_at_period_end: false,
             past_due_since: None,

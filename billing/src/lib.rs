@@ -2,24 +2,45 @@
 //!
 //! A request flows `routes` → (`extract`: body limit, JSON, API-key auth) → `accounts` for keys
 //! and usage, or a provider in `providers/` (one module per provider behind the `Provider`
-//! trait) for checkout and webhooks. Providers only translate; every subscription change goes
+//! trait) for checkout and webhooks. Providers only translate and never write account state:
+//! every subscription change, and every account write a provider needs (an `Effect`), goes
 //! through the state machine in `subscription`, which applies it, its audit row and its
 //! change-feed row in one transaction. `scheduler` runs Toss renewals and grace-period expiry.
 //! `error` is the one error type, turned into JSON at one boundary.
 //!
-//! Files: `settings` (config sections), `crypto` (billing keys at rest), `metrics`, `state`.
+//! Files:
+//! - `lib.rs`: [`run`] (account DB, metrics listener, scheduler, router, bounded drain);
+//!   `main.rs` only parses flags and configuration.
+//! - `routes/`: the HTTP API (docs/billing-api.md). `mod.rs` is the router; `account`
+//!   (`/auth/*`), `checkout` (plans, checkout, portal, cancel), `toss` (Toss's card page,
+//!   redirects and confirmation), `webhooks`, `pages` (landing, dashboard, static files);
+//!   `tests` drives the router in-process with `oneshot`.
+//! - `extract`: extractors whose rejections are our JSON errors; `error`: `ApiError` → JSON.
+//! - `accounts`: users, API keys and usage, each write with its change-feed row.
+//! - `subscription/`: the state machine. `status` (`Status`, the stored status type), `decide`
+//!   (the pure transition function: start reading here), `apply` (the transaction, effects,
+//!   the expiry sweep).
+//! - `providers/`: the `Provider` trait and helpers in `mod.rs`; `lemon`, `stripe`, and `toss/`
+//!   (`client`: the HTTP API without SQL; `ledger`: `toss_charges`; `charges`: confirmation,
+//!   renewals, the reconciler; `webhook`).
+//! - `money`: `Money { minor, currency }`, the one conversion to the DB's amount column.
+//! - `scheduler`, `settings` (config sections), `crypto` (billing keys at rest), `metrics`,
+//!   `state`; `testing` (unit tests only: a temporary SQLite account DB and the state around it).
 
 pub mod accounts;
 pub mod crypto;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod money;
 pub mod providers;
 pub mod routes;
 pub mod scheduler;
 pub mod settings;
 pub mod state;
 pub mod subscription;
+#[cfg(test)]
+mod testing;
 
 use settings::Settings;
 use state::AppState;

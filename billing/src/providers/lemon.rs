@@ -8,10 +8,11 @@ use super::{
 };
 use crate::accounts::User;
 use crate::error::{ApiError, ApiResult};
+use crate::money::Money;
 use crate::settings::Settings;
 use crate::subscription::{Change, Event, Refs, Status};
 use axum::http::HeaderMap;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use stellar_proto::webhook::lemon as signature;
@@ -19,6 +20,13 @@ use stellar_proto::webhook::lemon as signature;
 pub struct Lemon {
     settings: Arc<Settings>,
     http: reqwest::Client,
+}
+
+/// When the object was last changed (Lemon Squeezy's timestamp of the state it describes).
+fn updated_at(attributes: &Value) -> DateTime<Utc> {
+    parse_rfc3339(&attributes["updated_at"])
+        .or_else(|| parse_rfc3339(&attributes["created_at"]))
+        .unwrap_or_else(Utc::now)
 }
 
 impl Lemon {
@@ -80,29 +88,23 @@ impl Lemon {
             }
             _ => parse_rfc3339(&a["renews_at"]),
         };
-        Event {
-            provider: "lemonsqueezy",
+        Event::new(
+            "lemonsqueezy",
             event_id,
-            event_type: event_name.to_string(),
-            occurred_at: parse_rfc3339(&a["updated_at"])
-                .or_else(|| parse_rfc3339(&a["created_at"]))
-                .unwrap_or_else(Utc::now),
-            refs: Refs {
+            event_name,
+            updated_at(a),
+            Refs {
                 user_id: user_hint,
                 subscription_id: id_string(&data["id"]),
                 customer_id: id_string(&a["customer_id"]),
             },
-            change: Change::Snapshot {
+            Change::Snapshot {
                 status,
                 tier,
                 period_end,
             },
-            amount_minor: None,
-            currency: None,
             raw,
-            drop_billing_key: None,
-            charge: None,
-        }
+        )
     }
 
     /// Translate a verified body.
@@ -148,25 +150,20 @@ impl Lemon {
                         period_end: None,
                     }
                 };
-                vec![Event {
-                    provider: "lemonsqueezy",
+                vec![Event::new(
+                    "lemonsqueezy",
                     event_id,
-                    event_type: name.clone(),
-                    occurred_at: parse_rfc3339(&a["updated_at"])
-                        .or_else(|| parse_rfc3339(&a["created_at"]))
-                        .unwrap_or_else(Utc::now),
-                    refs: Refs {
+                    name.clone(),
+                    updated_at(a),
+                    Refs {
                         user_id: user_hint,
                         subscription_id: id_string(&a["subscription_id"]),
                         customer_id: id_string(&a["customer_id"]),
                     },
                     change,
-                    amount_minor: a["total"].as_i64(),
-                    currency: a["currency"].as_str().map(str::to_string),
-                    raw: v.clone(),
-                    drop_billing_key: None,
-                    charge: None,
-                }]
+                    v.clone(),
+                )
+                .with_amount(Money::from_provider(&a["total"], &a["currency"]))]
             }
             _ => vec![],
         };

@@ -10,6 +10,7 @@ use super::{
 };
 use crate::accounts::User;
 use crate::error::{ApiError, ApiResult};
+use crate::money::Money;
 use crate::settings::Settings;
 use crate::subscription::{Change, Event, Refs, Status};
 use axum::http::HeaderMap;
@@ -107,23 +108,19 @@ impl Stripe {
             // incomplete: the first payment has not gone through yet.
             _ => Change::Link,
         };
-        Event {
-            provider: "stripe",
+        Event::new(
+            "stripe",
             event_id,
-            event_type: event_type.to_string(),
-            occurred_at: at,
-            refs: Refs {
+            event_type,
+            at,
+            Refs {
                 user_id: user_in(&sub["metadata"]),
                 subscription_id: id_string(&sub["id"]),
                 customer_id: id_string(&sub["customer"]),
             },
             change,
-            amount_minor: None,
-            currency: None,
             raw,
-            drop_billing_key: None,
-            charge: None,
-        }
+        )
     }
 
     pub fn parse(&self, body: &[u8]) -> Result<Webhook, WebhookError> {
@@ -137,36 +134,40 @@ impl Stripe {
             .to_string();
         let at = unix(&v["created"]).unwrap_or_else(Utc::now);
         let obj = &v["data"]["object"];
+        // A checkout session or an invoice: the customer, the amount and its currency are named
+        // alike on both.
+        let object_event = |user_id: Option<Uuid>, sub: Option<String>, change, amount: &Value| {
+            let refs = Refs {
+                user_id,
+                subscription_id: sub,
+                customer_id: id_string(&obj["customer"]),
+            };
+            Event::new(
+                "stripe",
+                id.clone(),
+                ty.clone(),
+                at,
+                refs,
+                change,
+                v.clone(),
+            )
+            .with_amount(Money::from_provider(amount, &obj["currency"]))
+        };
         let events = match ty.as_str() {
             "checkout.session.completed" if obj["mode"].as_str() == Some("subscription") => {
                 let user = obj["client_reference_id"]
                     .as_str()
                     .and_then(|s| Uuid::parse_str(s).ok())
                     .or_else(|| user_in(&obj["metadata"]));
-                vec![Event {
-                    provider: "stripe",
-                    event_id: id,
-                    event_type: ty.clone(),
-                    occurred_at: at,
-                    refs: Refs {
-                        user_id: user,
-                        subscription_id: id_string(&obj["subscription"]),
-                        customer_id: id_string(&obj["customer"]),
-                    },
-                    change: Change::Link,
-                    amount_minor: obj["amount_total"].as_i64(),
-                    currency: obj["currency"].as_str().map(str::to_string),
-                    raw: v.clone(),
-                    drop_billing_key: None,
-                    charge: None,
-                }]
+                let sub = id_string(&obj["subscription"]);
+                vec![object_event(user, sub, Change::Link, &obj["amount_total"])]
             }
             "customer.subscription.created"
             | "customer.subscription.updated"
             | "customer.subscription.deleted"
             | "customer.subscription.resumed"
             | "customer.subscription.paused" => {
-                vec![self.subscription_event(&ty, id, at, obj, v.clone())]
+                vec![self.subscription_event(&ty, id.clone(), at, obj, v.clone())]
             }
             "invoice.paid" | "invoice.payment_succeeded" | "invoice.payment_failed" => {
                 let details = if obj["parent"]["subscription_details"].is_object() {
@@ -191,25 +192,18 @@ impl Stripe {
                     let period_end = lines.iter().filter_map(|l| unix(&l["period"]["end"])).max();
                     Change::PaymentSucceeded { tier, period_end }
                 };
-                vec![Event {
-                    provider: "stripe",
-                    event_id: id,
-                    event_type: ty.clone(),
-                    occurred_at: at,
-                    refs: Refs {
-                        user_id: user_in(&details["metadata"]),
-                        subscription_id: sub,
-                        customer_id: id_string(&obj["customer"]),
-                    },
+                // What was paid, else (a failed payment) what was due.
+                let amount = if obj["amount_paid"].as_i64().is_some() {
+                    &obj["amount_paid"]
+                } else {
+                    &obj["amount_due"]
+                };
+                vec![object_event(
+                    user_in(&details["metadata"]),
+                    sub,
                     change,
-                    amount_minor: obj["amount_paid"]
-                        .as_i64()
-                        .or_else(|| obj["amount_due"].as_i64()),
-                    currency: obj["currency"].as_str().map(str::to_string),
-                    raw: v.clone(),
-                    drop_billing_key: None,
-                    charge: None,
-                }]
+                    amount,
+                )]
             }
             _ => vec![],
         };

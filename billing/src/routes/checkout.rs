@@ -1,11 +1,13 @@
-//! `/billing/*`: plans, checkout with each provider, Toss confirmation, portal and cancel.
+//! `/billing/*`: plans, checkout with each provider (who may check out for which account), the
+//! key page of a checkout that created an account, portal and cancel. Toss's own card pages and
+//! confirmation are in `toss`.
 
 use crate::accounts::{self, normalize_email, Registered};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, JsonBody, MaybeAuth, QueryParams};
 use crate::providers::{CheckoutRequest, Provider};
 use crate::state::AppState;
-use crate::subscription;
+use crate::subscription::{self, Status};
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -13,7 +15,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use stellar_common::{keys, Tier};
+use stellar_common::Tier;
 
 pub async fn tiers(State(st): State<AppState>) -> Json<Value> {
     let p = &st.providers;
@@ -29,13 +31,13 @@ pub async fn tiers(State(st): State<AppState>) -> Json<Value> {
 
 #[derive(Deserialize)]
 pub struct CheckoutBody {
-    tier: String,
+    pub(super) tier: String,
     /// Required without an API key; with one, optional and then the key's account's e-mail.
     #[serde(default)]
-    email: Option<String>,
+    pub(super) email: Option<String>,
 }
 
-fn paid_tier(st: &AppState, name: &str) -> ApiResult<Arc<Tier>> {
+pub(super) fn paid_tier(st: &AppState, name: &str) -> ApiResult<Arc<Tier>> {
     let name = name.trim().to_ascii_lowercase();
     let t = st
         .settings
@@ -52,9 +54,9 @@ fn paid_tier(st: &AppState, name: &str) -> ApiResult<Arc<Tier>> {
 
 /// A started checkout: the provider's answer, and the first API key of the account the checkout
 /// created (only when the e-mail had no account; shown once, never stored or logged).
-struct Started {
-    answer: Value,
-    new_key: Option<String>,
+pub(super) struct Started {
+    pub answer: Value,
+    pub new_key: Option<String>,
 }
 
 /// The answer to an anonymous checkout for an e-mail that has an account: what
@@ -69,7 +71,7 @@ fn already_registered(st: &AppState) -> ApiError {
 
 /// Ask the provider for a checkout; an answer whose `checkout_url` a browser cannot be sent to
 /// is a refusal too, so callers act only on a usable checkout.
-async fn ask_provider(
+pub(super) async fn ask_provider(
     st: &AppState,
     p: &dyn Provider,
     user: &accounts::User,
@@ -104,7 +106,7 @@ async fn ask_provider(
 /// answers it (409) before anything is asked or written: an anonymous caller never binds to,
 /// sees or reuses another account's provider customer. If someone else registers the same new
 /// e-mail at the same moment, the first to commit wins and the other gets that 409 too.
-async fn start_checkout(
+pub(super) async fn start_checkout(
     st: &AppState,
     provider: &str,
     body: &CheckoutBody,
@@ -205,7 +207,7 @@ fn html_escape(s: &str) -> String {
 }
 
 /// The provider's checkout URL, only if it is an http(s) URL a browser may be sent to.
-fn checkout_url(answer: &Value) -> ApiResult<String> {
+pub(super) fn checkout_url(answer: &Value) -> ApiResult<String> {
     answer["checkout_url"]
         .as_str()
         .and_then(|u| url::Url::parse(u).ok())
@@ -216,7 +218,7 @@ fn checkout_url(answer: &Value) -> ApiResult<String> {
 
 /// The page a GET checkout for a new e-mail answers with instead of the redirect: the account's
 /// first key, shown once, and a link on to the provider.
-fn key_interstitial(email: &str, tier: &str, key: &str, continue_url: &str) -> Response {
+pub(super) fn key_interstitial(email: &str, tier: &str, key: &str, continue_url: &str) -> Response {
     let html = format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <meta name="robots" content="noindex"><title>Stellar Memory – your API key</title><link rel="stylesheet" href="/static/style.css"></head>
@@ -270,199 +272,6 @@ pub async fn checkout_redirect(
     })
 }
 
-#[derive(Deserialize)]
-pub struct ConfirmBody {
-    #[serde(rename = "customerKey")]
-    customer_key: String,
-    #[serde(rename = "authKey")]
-    auth_key: String,
-    tier: String,
-    email: String,
-}
-
-async fn confirm(st: &AppState, b: &ConfirmBody) -> ApiResult<Value> {
-    let tier = paid_tier(st, &b.tier)?;
-    let tier = st.providers.toss.tier_checked(&tier.name)?.clone();
-    let email = normalize_email(&b.email)
-        .ok_or_else(|| ApiError::Unprocessable("Invalid email address".into()))?;
-    let user = accounts::user_by_email(&st.db, &email)
-        .await?
-        .ok_or_else(|| ApiError::Forbidden("customerKey does not belong to this account".into()))?;
-    st.providers
-        .toss
-        .confirm(&user, &tier, b.customer_key.trim(), b.auth_key.trim())
-        .await
-}
-
-pub async fn toss_confirm(
-    State(st): State<AppState>,
-    JsonBody(b): JsonBody<ConfirmBody>,
-) -> ApiResult<Json<Value>> {
-    let r = confirm(&st, &b).await;
-    st.metrics
-        .checkouts
-        .with_label_values(&["toss_confirm", if r.is_ok() { "ok" } else { "error" }])
-        .inc();
-    let v = r?;
-    if v["subscription_status"] == "pending" {
-        return Err(ApiError::Unavailable(
-            v["detail"].as_str().unwrap_or("pending").to_string(),
-        ));
-    }
-    Ok(Json(v))
-}
-
-/// Toss's success redirect (`?customerKey=&authKey=` appended to our success_url): confirm on the
-/// server, then send the browser to the dashboard.
-pub async fn toss_success(
-    State(st): State<AppState>,
-    QueryParams(b): QueryParams<ConfirmBody>,
-) -> Redirect {
-    let public = st.settings.public_url().to_string();
-    match confirm(&st, &b).await {
-        Ok(v) if v["subscription_status"] != "pending" => Redirect::to(&format!(
-            "{public}/dashboard?checkout=success&provider=toss"
-        )),
-        Ok(_) => Redirect::to(&format!(
-            "{public}/dashboard?checkout=pending&provider=toss"
-        )),
-        Err(e) => {
-            tracing::warn!(error = %e, "toss confirmation failed");
-            let reason = if matches!(e, ApiError::PaymentDeclined(_)) {
-                "declined"
-            } else {
-                "error"
-            };
-            Redirect::to(&format!(
-                "{public}/?checkout=failed&provider=toss&reason={reason}"
-            ))
-        }
-    }
-}
-
-#[derive(Deserialize)]
-pub struct FailQuery {
-    #[serde(default)]
-    code: String,
-}
-
-pub async fn toss_fail(
-    State(st): State<AppState>,
-    QueryParams(q): QueryParams<FailQuery>,
-) -> Redirect {
-    let code: String = q
-        .code
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .take(64)
-        .collect();
-    Redirect::to(&format!(
-        "{}/?checkout=failed&provider=toss&reason={code}",
-        st.settings.public_url()
-    ))
-}
-
-#[derive(Deserialize)]
-pub struct TossPayQuery {
-    tier: String,
-    #[serde(default)]
-    email: Option<String>,
-    /// Put in this page's address by the Toss checkout (its `checkout_url`), which is only ever
-    /// answered to the account's key holder or to the buyer who just created the account.
-    #[serde(default, rename = "customerKey")]
-    customer_key: Option<String>,
-}
-
-/// The Toss checkout of the account whose customerKey the caller holds: the same proof
-/// `POST /billing/toss/confirm` asks for, and the same 403 for a wrong key or an unknown e-mail.
-async fn toss_checkout_for_holder(
-    st: &AppState,
-    q: &TossPayQuery,
-    customer_key: &str,
-) -> ApiResult<Value> {
-    let not_theirs = || ApiError::Forbidden("customerKey does not belong to this account".into());
-    let tier = paid_tier(st, &q.tier)?;
-    let email = q
-        .email
-        .as_deref()
-        .and_then(normalize_email)
-        .ok_or_else(|| ApiError::Unprocessable("Invalid email address".into()))?;
-    let user = accounts::user_by_email(&st.db, &email)
-        .await?
-        .ok_or_else(not_theirs)?;
-    let holds = user
-        .toss_customer_key
-        .as_deref()
-        .is_some_and(|k| keys::ct_eq(k.as_bytes(), customer_key.trim().as_bytes()));
-    if !holds {
-        return Err(not_theirs());
-    }
-    ask_provider(st, &st.providers.toss, &user, &tier).await
-}
-
-/// Billing's own Toss page: loads the SDK and starts `requestBillingAuth`. Opened by the
-/// account's key holder (a key, or the customerKey the Toss checkout put in its address), or,
-/// for a new e-mail, as a checkout that creates the account (the key page comes first).
-pub async fn toss_page(
-    State(st): State<AppState>,
-    MaybeAuth(auth): MaybeAuth,
-    QueryParams(q): QueryParams<TossPayQuery>,
-) -> ApiResult<Response> {
-    let Started { answer: v, new_key } = match (&auth, q.customer_key.as_deref()) {
-        (None, Some(ck)) => Started {
-            answer: toss_checkout_for_holder(&st, &q, ck).await?,
-            new_key: None,
-        },
-        _ => {
-            let body = CheckoutBody {
-                tier: q.tier.clone(),
-                email: q.email.clone(),
-            };
-            start_checkout(&st, "toss", &body, auth.as_ref()).await?
-        }
-    };
-    if let Some(key) = new_key {
-        // A new e-mail: the key first; the link (with the customerKey) comes back here.
-        let url = checkout_url(&v)?;
-        return Ok(key_interstitial(
-            &normalize_email(q.email.as_deref().unwrap_or_default()).unwrap_or_default(),
-            &q.tier.trim().to_ascii_lowercase(),
-            &key,
-            &url,
-        ));
-    }
-    let data = serde_json::to_string(&v)
-        .unwrap_or_default()
-        .replace('<', "\\u003c");
-    let sdk = v["sdk_url"].as_str().unwrap_or_default().replace('"', "");
-    let html = format!(
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>Stellar Memory – card registration</title></head><body>
-<main><h1>Registering your card with TossPayments…</h1><p id="status">Loading the payment window.</p></main>
-<script src="{sdk}"></script>
-<script>
-const c = {data};
-(async () => {{
-  try {{
-    const payment = TossPayments(c.client_key).payment({{ customerKey: c.customer_key }});
-    await payment.requestBillingAuth({{ method: "CARD", successUrl: c.success_url, failUrl: c.fail_url, customerEmail: c.customer_email }});
-  }} catch (e) {{
-    document.getElementById("status").textContent = "The payment window could not be opened: " + (e && e.message ? e.message : e);
-  }}
-}})();
-</script></body></html>"#
-    );
-    // The address holds the customerKey: never cached, never sent on as a referrer.
-    Ok((
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::REFERRER_POLICY, "no-referrer"),
-        ],
-        Html(html),
-    )
-        .into_response())
-}
-
 pub async fn portal(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     let user = accounts::user_by_id(&st.db, auth.user_id)
         .await?
@@ -479,13 +288,10 @@ pub async fn cancel(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Va
     let user = accounts::user_by_id(&st.db, auth.user_id)
         .await?
         .ok_or(ApiError::Unauthorized("Invalid API key"))?;
-    if !matches!(
-        user.subscription_status.as_str(),
-        "active" | "past_due" | "cancelled"
-    ) {
+    if !user.subscription_status.is_live() {
         return Err(ApiError::Conflict("No active subscription".into()));
     }
-    if user.subscription_status == "cancelled" {
+    if user.subscription_status == Status::Cancelled {
         return Ok(Json(
             json!({"subscription_status": "cancelled", "current_period_end": user.current_period_end.map(|t| t.to_rfc3339())}),
         ));

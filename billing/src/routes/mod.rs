@@ -4,6 +4,7 @@
 mod account;
 mod checkout;
 mod pages;
+mod toss;
 mod webhooks;
 
 use crate::error::ApiError;
@@ -30,10 +31,10 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/usage", get(account::usage))
         .route("/auth/usage/history", get(account::usage_history))
         .route("/billing/tiers", get(checkout::tiers))
-        .route("/billing/toss/confirm", post(checkout::toss_confirm))
-        .route("/billing/toss/pay", get(checkout::toss_page))
-        .route("/billing/toss/success", get(checkout::toss_success))
-        .route("/billing/toss/fail", get(checkout::toss_fail))
+        .route("/billing/toss/confirm", post(toss::confirm))
+        .route("/billing/toss/pay", get(toss::page))
+        .route("/billing/toss/success", get(toss::success))
+        .route("/billing/toss/fail", get(toss::fail))
         .route(
             "/billing/{provider}/checkout",
             post(checkout::checkout_json).get(checkout::checkout_redirect),
@@ -55,3 +56,6 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests;
