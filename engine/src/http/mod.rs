@@ -8,6 +8,9 @@ mod error;
 mod sse;
 mod validate;
 
+#[cfg(test)]
+mod tests;
+
 use crate::clock::OffsetClock;
 use crate::engine::{Engine, StoreInput, Tenant};
 use crate::metrics::Metrics;
