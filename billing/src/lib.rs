@@ -6,6 +6,7 @@
 //! every subscription change, and every account write a provider needs (an `Effect`), goes
 //! through the state machine in `subscription`, which applies it, its audit row and its
 //! change-feed row in one transaction. `scheduler` runs Toss renewals and grace-period expiry.
+//! `mail` is the e-mail outbox (enqueued in the caller's transaction) and the worker that sends it.
 //! `error` is the one error type, turned into JSON at one boundary.
 //!
 //! Files:
@@ -31,6 +32,7 @@ pub mod accounts;
 pub mod crypto;
 pub mod error;
 pub mod extract;
+pub mod mail;
 pub mod metrics;
 pub mod money;
 pub mod providers;
@@ -115,6 +117,12 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let scheduler = tokio::spawn(scheduler::run(state.clone(), stop_rx.clone()));
+    let mailer = tokio::spawn(mail::run(
+        db.clone(),
+        settings.mail.clone(),
+        settings.mail.transport()?,
+        stop_rx.clone(),
+    ));
 
     let app = routes::router(state);
     let mut stop_for_server = stop_rx.clone();
@@ -130,6 +138,7 @@ pub async fn run(
         Err(_) => tracing::warn!("drain timed out; closing"),
     }
     let _ = tokio::time::timeout(DRAIN, scheduler).await;
+    let _ = tokio::time::timeout(DRAIN, mailer).await;
     let _ = metrics_task.await;
     db.close().await;
     Ok(())

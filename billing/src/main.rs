@@ -7,8 +7,8 @@ use stellar_common::config::{exit_on_error, Config};
 /// The Stellar Gate billing sidecar: accounts and keys, checkout (Lemon Squeezy, Stripe,
 /// TossPayments), verified webhooks, recurring Toss charges, landing and dashboard files.
 ///
-/// Every setting is in config/stellar.toml ([billing], [lemon], [stripe], [toss]) and can be set
-/// from the environment (STELLAR_BILLING_ADDR, STRIPE_SECRET_KEY, LEMON_WEBHOOK_SECRET, …).
+/// Every setting is in config/stellar.toml ([billing], [mail], [lemon], [stripe], [toss]) and can
+/// be set from the environment (STELLAR_BILLING_ADDR, STELLAR_MAIL_SMTP_URL, STRIPE_SECRET_KEY, …).
 #[derive(Parser)]
 #[command(name = "stellar-billing", version)]
 struct Cli {

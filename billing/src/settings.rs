@@ -1,5 +1,6 @@
 //! Typed configuration of billing: the `[billing]`, `[lemon]`, `[stripe]` and `[toss]` sections
-//! of `config/stellar.toml` (every key documented there), checked once at start-up.
+//! of `config/stellar.toml` (every key documented there), checked once at start-up; `[mail]` is
+//! decoded by `mail::MailConfig`.
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -70,6 +71,8 @@ pub struct Settings {
     pub stripe: StripeSection,
     pub toss: TossSection,
     pub tiers: Tiers,
+    /// `[mail]`: the outbox worker and where mail goes.
+    pub mail: crate::mail::MailConfig,
     /// The decoded Toss encryption key (present whenever Toss is configured).
     pub toss_key: Option<[u8; 32]>,
 }
@@ -90,6 +93,7 @@ impl Settings {
         let lemon: LemonSection = config.section("lemon")?;
         let stripe: StripeSection = config.section("stripe")?;
         let toss: TossSection = config.section("toss")?;
+        let mail = crate::mail::MailConfig::from_config(config, &common.data_dir)?;
         let tiers =
             Tiers::load(&common.tiers_file).map_err(|e| invalid("tiers_file", e.to_string()))?;
         if billing.body_limit_bytes < 1024 {
@@ -131,6 +135,7 @@ impl Settings {
             stripe,
             toss,
             tiers,
+            mail,
             toss_key,
         })
     }

@@ -7,4 +7,5 @@
 pub mod accounts;
 pub mod fakes;
 pub mod relay;
+pub mod smtp;
 pub mod spawn;
