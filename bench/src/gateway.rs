@@ -59,14 +59,14 @@ impl Default for GatewayBenchOpts {
     }
 }
 
-const TIERS: &str = "[free]\nmax_memories = 100000000\nmax_agents = 100\nrequests_per_minute = 1000000000\nburst = 1000000000\nmax_api_keys = 5\nprice_usd = 0\nprice_krw = 0\n";
+pub(crate) const TIERS: &str = "[free]\nmax_memories = 100000000\nmax_agents = 100\nrequests_per_minute = 1000000000\nburst = 1000000000\nmax_api_keys = 5\nprice_usd = 0\nprice_krw = 0\n";
 
 #[derive(Debug, Clone, Copy, Default)]
-struct WrkResult {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    non2xx: u64,
+pub(crate) struct WrkResult {
+    pub(crate) rps: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) non2xx: u64,
 }
 
 fn parse_latency(s: &str) -> Option<f64> {
@@ -115,7 +115,12 @@ fn wrk_cmd(url: &str, headers: &[(&str, String)], secs: u64, conns: u32) -> Comm
     cmd
 }
 
-fn wrk(url: &str, headers: &[(&str, String)], secs: u64, conns: u32) -> anyhow::Result<WrkResult> {
+pub(crate) fn wrk(
+    url: &str,
+    headers: &[(&str, String)],
+    secs: u64,
+    conns: u32,
+) -> anyhow::Result<WrkResult> {
     let out = wrk_cmd(url, headers, secs, conns)
         .output()
         .context("running wrk (is it installed?)")?;
@@ -131,12 +136,12 @@ fn wrk(url: &str, headers: &[(&str, String)], secs: u64, conns: u32) -> anyhow::
 
 /// Result of a fixed-rate run.
 #[derive(Debug, Clone, Copy, Default)]
-struct Paced {
-    rate: f64,
-    achieved: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: usize,
+pub(crate) struct Paced {
+    pub(crate) rate: f64,
+    pub(crate) achieved: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) errors: usize,
 }
 
 /// Open-loop load at `rate` req/s for `secs` over `conns` keep-alive connections (a minimal
@@ -145,7 +150,7 @@ struct Paced {
 /// request sent late because the previous answer on its connection was late is timed from its
 /// scheduled start; one sent on time is timed from when it was written (so the generator's own
 /// 1 ms timer granularity is not charged to the server).
-async fn paced(
+pub(crate) async fn paced(
     addr: &str,
     path: &str,
     headers: &[(&str, String)],
@@ -366,7 +371,7 @@ fn wrk_with_cpu(
     Ok((r, used / (r.rps * secs as f64).max(1.0) * 1e6))
 }
 
-fn rss_mib(pid: u32) -> f64 {
+pub(crate) fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -422,7 +427,7 @@ fn gateway_env(
     env
 }
 
-fn start_gateway(
+pub(crate) fn start_gateway(
     engine: &str,
     db_url: &str,
     tiers: &Path,

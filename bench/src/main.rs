@@ -50,6 +50,28 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         rounds: usize,
     },
+    /// The gateway at a share of its measured peak for a long time, sampling its RSS, open file
+    /// descriptors and connections to the engine; verdict flat or growing (BENCHMARKS.md).
+    Soak {
+        /// Seconds of load.
+        #[arg(long, default_value_t = 600)]
+        secs: u64,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 10)]
+        interval: u64,
+        /// Seconds of the wrk run that measures the peak.
+        #[arg(long, default_value_t = 10)]
+        peak_secs: u64,
+        /// The load as a percentage of the peak.
+        #[arg(long, default_value_t = 80.0)]
+        load_percent: f64,
+        /// Keep-alive connections.
+        #[arg(long, default_value_t = 64)]
+        connections: u32,
+        /// Gateway proxy threads.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
     /// The floor under any proxy: a byte-copying TCP relay (run by `gateway` as a process).
     #[command(hide = true)]
     Relay {
@@ -75,6 +97,22 @@ fn main() -> anyhow::Result<()> {
             &sizes,
             &cli.bin_dir.join("stellar-engine"),
         ))?,
+        Cmd::Soak {
+            secs,
+            interval,
+            peak_secs,
+            load_percent,
+            connections,
+            workers,
+        } => runtime()?.block_on(stellar_bench::soak::run(stellar_bench::soak::SoakOpts {
+            bin_dir: cli.bin_dir.clone(),
+            secs,
+            interval_secs: interval,
+            peak_secs,
+            load_percent,
+            connections,
+            workers,
+        }))?,
         Cmd::Gateway {
             secs,
             connections,
