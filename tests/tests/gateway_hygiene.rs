@@ -288,22 +288,17 @@ async fn oversized_billing_bodies_get_a_413() {
 /// even when no further request comes to look at the pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_upstream_connections_are_closed_on_time() {
-    let dir = TempDir::new("gw-idle-up");
-    let Some(adb) = account_db(Backend::Sqlite, &dir).await else {
-        return;
-    };
-    let echo = start_echo().await;
-    let gw = start_gateway(
-        &dir,
-        &adb.url,
-        &echo,
-        &echo,
-        ROOMY_TIERS,
+    let Some((_dir, _adb, gw, echo)) = echo_gateway(
+        "gw-idle-up",
         &[(
             "STELLAR_GATEWAY_UPSTREAM_IDLE_TIMEOUT_SECS",
             "1".to_string(),
         )],
-    );
+    )
+    .await
+    else {
+        return;
+    };
     let gw_pid = gw.svc.pid().expect("gateway running");
     let resp = client().get(gw.url("/landing")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -354,19 +349,14 @@ fn upstream_connections(pid: u32, port: u16) -> usize {
 /// served a request waits for the (longer) keep-alive timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn silent_new_connections_are_closed_early() {
-    let dir = TempDir::new("gw-first-byte");
-    let Some(adb) = account_db(Backend::Sqlite, &dir).await else {
+    let Some((_dir, _adb, gw, _echo)) = echo_gateway(
+        "gw-first-byte",
+        &[("STELLAR_GATEWAY_FIRST_BYTE_TIMEOUT_SECS", "1".to_string())],
+    )
+    .await
+    else {
         return;
     };
-    let echo = start_echo().await;
-    let gw = start_gateway(
-        &dir,
-        &adb.url,
-        &echo,
-        &echo,
-        ROOMY_TIERS,
-        &[("STELLAR_GATEWAY_FIRST_BYTE_TIMEOUT_SECS", "1".to_string())],
-    );
     let addr = addr_of(&gw);
     let started = Instant::now();
     let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -400,19 +390,14 @@ async fn silent_new_connections_are_closed_early() {
 /// closed, and a place given back is usable again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_per_ip_are_capped() {
-    let dir = TempDir::new("gw-conn-cap");
-    let Some(adb) = account_db(Backend::Sqlite, &dir).await else {
+    let Some((_dir, _adb, gw, _echo)) = echo_gateway(
+        "gw-conn-cap",
+        &[("STELLAR_GATEWAY_MAX_CONNECTIONS_PER_IP", "3".to_string())],
+    )
+    .await
+    else {
         return;
     };
-    let echo = start_echo().await;
-    let gw = start_gateway(
-        &dir,
-        &adb.url,
-        &echo,
-        &echo,
-        ROOMY_TIERS,
-        &[("STELLAR_GATEWAY_MAX_CONNECTIONS_PER_IP", "3".to_string())],
-    );
     let addr = addr_of(&gw);
     let mut held = Vec::new();
     for _ in 0..3 {

@@ -150,6 +150,19 @@ pub fn start_gateway(
     Gateway { svc, addr, metrics }
 }
 
+/// A gateway on a SQLite account DB in front of the echo upstream (as engine and billing), with
+/// extra environment; also the echo's address. `None` as [`account_db`].
+pub async fn echo_gateway(
+    name: &str,
+    extra: &[(&str, String)],
+) -> Option<(TempDir, AccountDb, Gateway, String)> {
+    let dir = TempDir::new(name);
+    let adb = account_db(Backend::Sqlite, &dir).await?;
+    let echo = start_echo().await;
+    let gw = start_gateway(&dir, &adb.url, &echo, &echo, ROOMY_TIERS, extra);
+    Some((dir, adb, gw, echo))
+}
+
 /// What most gateway tests run on: a temp directory, the account DB on `backend`, the engine,
 /// and a gateway in front of it (no billing behind it) with `tiers` and extra environment.
 pub struct Stack {
