@@ -8,6 +8,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 use stellar_common::{CommonConfig, Config, ConfigError, Secret, Tiers};
 
+/// `[auth]`: sign-up, sign-in links, sessions, abuse limits (config/stellar.toml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    pub immediate_key: bool,
+    pub link_ttl_secs: u64,
+    pub invitation_ttl_secs: u64,
+    pub session_ttl_secs: u64,
+    pub mails_per_address_per_hour: u32,
+    pub mail_requests_per_ip_per_hour: u32,
+}
+
 /// `[billing]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +79,7 @@ pub struct TossSection {
 pub struct Settings {
     pub common: CommonConfig,
     pub billing: BillingSection,
+    pub auth: AuthSection,
     pub lemon: LemonSection,
     pub stripe: StripeSection,
     pub toss: TossSection,
@@ -90,6 +103,16 @@ impl Settings {
     pub fn from_config(config: &Config) -> Result<Settings, ConfigError> {
         let common = config.common()?;
         let billing: BillingSection = config.section("billing")?;
+        let auth: AuthSection = config.section("auth")?;
+        for (key, v) in [
+            ("auth.link_ttl_secs", auth.link_ttl_secs),
+            ("auth.invitation_ttl_secs", auth.invitation_ttl_secs),
+            ("auth.session_ttl_secs", auth.session_ttl_secs),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
         let lemon: LemonSection = config.section("lemon")?;
         let stripe: StripeSection = config.section("stripe")?;
         let toss: TossSection = config.section("toss")?;
@@ -131,6 +154,7 @@ impl Settings {
         Ok(Settings {
             common,
             billing,
+            auth,
             lemon,
             stripe,
             toss,

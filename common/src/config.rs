@@ -150,6 +150,11 @@ impl Config {
         self.decode(name, value)
     }
 
+    /// Where a dotted key's value came from: `"defaults"`, `"file …"` or `"env …"`.
+    pub fn source(&self, dotted: &str) -> &str {
+        self.sources.get(dotted).map_or("defaults", String::as_str)
+    }
+
     /// The raw value of a dotted key, if set (for diagnostics and the launcher).
     pub fn raw(&self, dotted: &str) -> Option<&toml::Value> {
         let mut cur = &self.root;

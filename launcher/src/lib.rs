@@ -131,6 +131,12 @@ pub async fn up(config_path: Option<&Path>) -> anyhow::Result<i32> {
                 dial_addr(addrs.billing).to_string(),
             );
         }
+        if bin == "stellar-billing" && cfg.source("auth.immediate_key") == "defaults" {
+            // The one-command local run keeps the original behaviour (the first key in the
+            // answer to POST /auth/register, and `API key:` printed below) unless the operator
+            // chose otherwise in the file or the environment.
+            cmd.env("STELLAR_AUTH_IMMEDIATE_KEY", "true");
+        }
         // Each service gets SIGTERM from the kernel if this process dies, even by SIGKILL
         // (`exit_with_parent`); that is tied to the thread that spawns it, here always the
         // main thread (the runtime is single-threaded).
