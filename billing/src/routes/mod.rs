@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/", get(pages::index))
         .route("/dashboard", get(pages::dashboard))
+        .route("/auth/link", get(pages::link))
         .route("/static/{*path}", get(pages::static_file))
         .fallback(|| async { ApiError::NotFound("Not found".into()) })
         .method_not_allowed_fallback(|| async {

@@ -1,9 +1,10 @@
-//! The landing page, the dashboard and their static files, served from `billing.landing_dir`.
+//! The landing page, the dashboard, the page behind mailed links and their static files, served
+//! from `billing.landing_dir`.
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use axum::extract::{Path, State};
-use axum::http::header;
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use std::path::{Component, PathBuf};
 
@@ -60,6 +61,20 @@ pub async fn index(State(st): State<AppState>) -> ApiResult<Response> {
 
 pub async fn dashboard(State(st): State<AppState>) -> ApiResult<Response> {
     serve(&st, PathBuf::from("dashboard.html")).await
+}
+
+/// `GET /auth/link`: the page a mailed link opens (`#token=…` in the fragment; its script posts
+/// the token to `POST /auth/link`). It may show an account's first key, so it is never cached,
+/// and its address is never sent on as a referrer.
+pub async fn link(State(st): State<AppState>) -> ApiResult<Response> {
+    let mut res = serve(&st, PathBuf::from("link.html")).await?;
+    let headers = res.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    Ok(res)
 }
 
 /// `/static/{path}`: only plain relative components, so nothing outside `landing/static` is
