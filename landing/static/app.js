@@ -41,6 +41,8 @@
     opts = opts || {};
     const headers = { Accept: "application/json" };
     if (opts.key) headers["X-API-Key"] = opts.key;
+    // Signed in by the session cookie: every state-changing request carries the CSRF token.
+    if (opts.csrf && method !== "GET" && method !== "HEAD") headers["X-CSRF-Token"] = opts.csrf;
     let body;
     if (opts.body !== undefined) {
       headers["Content-Type"] = "application/json";
@@ -312,6 +314,11 @@
     }
   }
 
+  /** A plausible e-mail address (the server has the last word). */
+  function looksLikeEmail(v) {
+    return /^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(v);
+  }
+
   /** The curl lines of a first call, for a given key. */
   function curlExample(key) {
     const o = location.origin;
@@ -367,6 +374,7 @@
     copyText,
     say,
     curlExample,
+    looksLikeEmail,
     session,
     KEY_RE,
   };

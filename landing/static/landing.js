@@ -2,7 +2,7 @@
 (function () {
   "use strict";
   const S = window.Stellar;
-  const { h, fmt, api, say } = S;
+  const { h, fmt, api, say, looksLikeEmail } = S;
 
   const EMAIL_STORAGE = "stellar-gate.email";
   const PROVIDER_NAMES = { lemonsqueezy: "Lemon Squeezy", stripe: "Stripe", toss: "TossPayments" };
@@ -11,10 +11,6 @@
   let providers = {};
 
   const $ = (id) => document.getElementById(id);
-
-  function looksLikeEmail(v) {
-    return /^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(v);
-  }
 
   function rememberEmail(v) {
     try {
@@ -153,6 +149,12 @@
       err.append(" ", h("a", { href: "/dashboard" }, "Go to the dashboard"));
       return;
     }
+    if (res.status === 202) {
+      // Verified sign-up: the key is shown once the link in the mail is opened.
+      rememberEmail(email);
+      showSent(email);
+      return;
+    }
     if (!res.ok || !res.data || typeof res.data.api_key !== "string") {
       if (res.status === 422) input.setAttribute("aria-invalid", "true");
       say(err, S.errorText(res, "Sign-up failed"));
@@ -160,6 +162,23 @@
     }
     rememberEmail(email);
     showKey(res.data.api_key);
+  }
+
+  /** "Check your e-mail": the same answer for a new and a known address. */
+  function showSent(email) {
+    $("signup-form").hidden = true;
+    $("signup-sent-email").textContent = email;
+    const box = $("signup-sent");
+    box.hidden = false;
+    box.focus();
+  }
+
+  function onSignupAgain() {
+    $("signup-sent").hidden = true;
+    $("signup-form").hidden = false;
+    const input = $("signup-email");
+    input.value = "";
+    input.focus();
   }
 
   function showKey(key) {
@@ -283,6 +302,16 @@
       res = await api("POST", `/billing/${provider}/checkout`, { body });
     }
     if (seq !== checkoutSeq) return; // closed or another choice meanwhile
+    if (res.status === 202) {
+      // A new e-mail without immediate keys: the mailed link confirms the address, shows the
+      // key and continues to payment.
+      setBusy(null);
+      say($("checkout-status"), "");
+      showPayChoices(false, "sent");
+      $("checkout-sent-email").textContent = email;
+      $("checkout-sent").focus();
+      return;
+    }
     if (!res.ok || !res.data) {
       checkoutError(S.errorText(res, `${PROVIDER_NAMES[provider]} checkout failed`));
       return;
@@ -305,11 +334,14 @@
     location.assign(url);
   }
 
-  function showPayChoices(on) {
+  /** The payment choices, or instead of them the new key ("key") or "check your e-mail"
+   *  ("sent"). */
+  function showPayChoices(on, instead) {
     $("checkout-email-field").hidden = !on;
     $("pay-label").hidden = !on;
     $("pay-options").hidden = !on;
-    $("checkout-key").hidden = on;
+    $("checkout-key").hidden = on || instead === "sent";
+    $("checkout-sent").hidden = on || instead !== "sent";
   }
 
   /** Show the new account's key (copy button, "save it now") and wait for "Continue to
@@ -457,6 +489,7 @@
       history.replaceState(null, "", location.pathname + (q ? `?${q}` : "") + location.hash);
     }
     $("signup-form").addEventListener("submit", onSignup);
+    $("signup-again").addEventListener("click", onSignupAgain);
     for (const b of document.querySelectorAll(".pay-option")) b.addEventListener("click", onPay);
     S.setupModal($("checkout-dialog"));
     loadPlans();
