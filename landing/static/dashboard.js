@@ -1,4 +1,5 @@
-/* Stellar Gate dashboard: sign in with an API key (sessionStorage only), usage, keys, billing. */
+/* Stellar Gate dashboard: sign in with an e-mail link (session cookie) or an API key
+ * (sessionStorage only); usage, keys, billing; the people panels live in people.js. */
 (function () {
   "use strict";
   const S = window.Stellar;
@@ -14,9 +15,21 @@
     expired: "Expired",
   };
 
+  // Signed in with a key (this tab's sessionStorage) or, when null, by the session cookie.
   let key = null;
+  // GET /auth/session's answer while signed in by cookie: e-mail, role, CSRF token, accounts.
+  let session = null;
   let usage = null;
   let loading = false;
+
+  /** The API with this tab's credentials: the key, or the cookie plus the CSRF token that every
+   *  state-changing request signed in by cookie must carry. */
+  function call(method, path, opts) {
+    const o = Object.assign({}, opts);
+    if (key) o.key = key;
+    else if (session) o.csrf = session.csrf_token;
+    return api(method, path, o);
+  }
 
   function show(view) {
     $("signin-view").hidden = view !== "signin";
@@ -24,18 +37,36 @@
     $("signout").hidden = view !== "account";
   }
 
-  function signOut(message) {
+  /** Back to the sign-in screen. Signed in by cookie, the session is ended on the server too,
+   *  unless opts.local (it has ended already). */
+  async function signOut(message, opts) {
+    const wasSession = !key && session;
+    if (wasSession && !(opts && opts.local)) {
+      await call("POST", "/auth/sign-out");
+    }
     S.session.clear();
     key = null;
+    session = null;
     usage = null;
     $("keys-body").replaceChildren();
     $("chart").replaceChildren();
     $("created-key").hidden = true;
+    $("no-keys").hidden = true;
+    $("account-switch-field").hidden = true;
+    S.people.clear();
     show("signin");
     const input = $("signin-key");
     input.value = "";
-    say($("signin-error"), message || "");
-    input.focus();
+    say($("signin-error"), wasSession ? "" : message || "");
+    say($("email-error"), "");
+    if (wasSession) {
+      say($("dash-status"), "");
+      say($("banner"), message || "");
+      resetEmailForm();
+      $("signin-email").focus();
+    } else {
+      input.focus();
+    }
   }
 
   /* ---------- sign in ---------- */
@@ -70,6 +101,7 @@
       return;
     }
     key = candidate;
+    session = null;
     S.session.set(key);
     input.value = "";
     show("account");
@@ -79,19 +111,117 @@
     $("main").focus?.();
   }
 
+  /* ---------- sign in with an e-mail link ---------- */
+
+  async function onEmailSignin(e) {
+    e.preventDefault();
+    const input = $("signin-email");
+    const err = $("email-error");
+    const email = input.value.trim();
+    say(err, "");
+    input.removeAttribute("aria-invalid");
+    if (!S.looksLikeEmail(email)) {
+      input.setAttribute("aria-invalid", "true");
+      say(err, "Please enter a valid e-mail address, like you@example.com.");
+      input.focus();
+      return;
+    }
+    const btn = $("email-submit");
+    btn.disabled = true;
+    btn.textContent = "Sending…";
+    const res = await api("POST", "/auth/sign-in", { body: { email } });
+    btn.disabled = false;
+    btn.textContent = "E-mail me a sign-in link";
+    if (!res.ok) {
+      if (res.status === 422) input.setAttribute("aria-invalid", "true");
+      say(err, S.errorText(res, "Sending the sign-in link failed"));
+      return;
+    }
+    $("email-form").hidden = true;
+    $("email-sent-to").textContent = email;
+    $("email-sent").hidden = false;
+    $("email-sent").focus();
+  }
+
+  function resetEmailForm() {
+    $("email-sent").hidden = true;
+    $("email-form").hidden = false;
+  }
+
+  /** Signed in by cookie: GET /auth/session (or its twin from POST /auth/session/account). */
+  function startSession(data) {
+    session = data;
+    key = null;
+    show("account");
+    renderSession();
+  }
+
+  function renderSession() {
+    renderWho();
+    const field = $("account-switch-field");
+    const accounts = session && Array.isArray(session.accounts) ? session.accounts : [];
+    if (accounts.length < 2) {
+      field.hidden = true;
+      return;
+    }
+    $("account-switch").replaceChildren(
+      ...accounts.map((a) =>
+        h(
+          "option",
+          { value: a.account_id, selected: String(a.account_id) === String(session.account_id) },
+          `${a.owner_email} · ${fmt.title(a.role)} · ${fmt.title(a.tier)}`,
+        ),
+      ),
+    );
+    field.hidden = false;
+  }
+
+  async function onSwitchAccount(e) {
+    const select = e.currentTarget;
+    const target = select.value;
+    say($("dash-error"), "");
+    select.disabled = true;
+    const res = await call("POST", "/auth/session/account", { body: { account_id: accountId(target) } });
+    select.disabled = false;
+    if (res.status === 401) {
+      signOut("Your session has ended. Sign in again.", { local: true });
+      return;
+    }
+    if (!res.ok || !res.data || !res.data.csrf_token) {
+      select.value = String(session.account_id);
+      say($("dash-error"), S.errorText(res, "Switching accounts failed"));
+      return;
+    }
+    usage = null;
+    $("created-key").hidden = true;
+    S.people.clear();
+    startSession(res.data);
+    const a = (res.data.accounts || []).find((x) => String(x.account_id) === String(res.data.account_id));
+    say($("dash-status"), `Now in the account of ${a ? a.owner_email : res.data.email}.`);
+    await refresh();
+  }
+
+  /** The id as the server sent it (a number stays a number). */
+  function accountId(value) {
+    const a = ((session && session.accounts) || []).find((x) => String(x.account_id) === value);
+    return a ? a.account_id : value;
+  }
+
   /* ---------- loading ---------- */
 
   async function refresh(opts) {
-    if (!key || loading) return;
+    if ((!key && !session) || loading) return;
     loading = true;
     const used = key;
     $("refresh").disabled = true;
     const skipUsage = opts && opts.skipUsage;
-    const [u, k, hist, tiers] = await Promise.all([
-      skipUsage ? Promise.resolve(null) : api("GET", "/auth/usage", { key }),
-      api("GET", "/auth/api-keys", { key }),
-      api("GET", "/auth/usage/history", { key }),
+    const [u, k, hist, tiers, sess] = await Promise.all([
+      skipUsage ? Promise.resolve(null) : call("GET", "/auth/usage"),
+      call("GET", "/auth/api-keys"),
+      call("GET", "/auth/usage/history"),
       S.tiers(),
+      // The role, the accounts and the CSRF token may have changed since.
+      key ? Promise.resolve(null) : api("GET", "/auth/session"),
     ]);
     loading = false;
     $("refresh").disabled = false;
@@ -100,9 +230,18 @@
       refresh();
       return;
     }
+    if (!key && !session) return; // signed out meanwhile
+    if ((sess && sess.status === 401) || (!key && ((u && u.status === 401) || k.status === 401))) {
+      signOut("Your session has ended (it may have been revoked, or it expired). Sign in again.", { local: true });
+      return;
+    }
     if ((u && u.status === 401) || k.status === 401) {
       signOut("Your key is no longer valid (it may have been revoked). Sign in with another key.");
       return;
+    }
+    if (sess && sess.ok && sess.data && sess.data.csrf_token) {
+      session = sess.data;
+      renderSession();
     }
     const problems = [];
     if (u) {
@@ -118,6 +257,7 @@
     }
     renderUpgrade(tiers);
     say($("dash-error"), problems.join(" "));
+    S.people.load();
   }
 
   /* ---------- usage and plan ---------- */
@@ -129,8 +269,7 @@
     } catch (e) {
       /* not important */
     }
-    const who = $("who");
-    who.replaceChildren("Signed in as ", h("strong", null, u.email || "—"), " with key ", h("code", null, `${key.slice(0, 15)}…`));
+    renderWho();
 
     $("tier").textContent = u.tier;
 
@@ -193,6 +332,24 @@
     create.title = full ? "Your plan's key limit is reached" : "";
   }
 
+  function renderWho() {
+    const who = $("who");
+    if (key) {
+      who.replaceChildren("Signed in as ", h("strong", null, (usage && usage.email) || "—"), " with key ", h("code", null, `${key.slice(0, 15)}…`));
+      return;
+    }
+    if (!session) return;
+    const account = (session.accounts || []).find((a) => String(a.account_id) === String(session.account_id));
+    const owner = (account && account.owner_email) || (usage && usage.email);
+    who.replaceChildren(
+      "Signed in as ",
+      h("strong", { id: "who-email" }, session.email),
+      " ",
+      h("span", { class: `tag role-${session.role}`, id: "who-role" }, fmt.title(session.role)),
+      owner && owner !== session.email ? [" in the account of ", h("strong", null, owner)] : null,
+    );
+  }
+
   function renderUpgrade(tiersRes) {
     const link = $("upgrade");
     if (!usage || !tiersRes || !tiersRes.ok || !tiersRes.data) {
@@ -219,7 +376,7 @@
     const err = $("billing-error");
     say(err, "");
     btn.disabled = true;
-    const res = await api("GET", "/billing/portal", { key });
+    const res = await call("GET", "/billing/portal");
     btn.disabled = false;
     let url = null;
     try {
@@ -246,7 +403,7 @@
       opener,
     });
     if (!ok) return;
-    const res = await api("POST", "/billing/cancel", { key });
+    const res = await call("POST", "/billing/cancel");
     if (!res.ok) {
       say($("billing-error"), S.errorText(res, "Cancelling failed"));
       return;
@@ -259,6 +416,8 @@
 
   function renderKeys(keys) {
     const body = $("keys-body");
+    // Signed in by e-mail with no working key (a new member, or every key revoked): say so.
+    $("no-keys").hidden = !!key || keys.some((k) => k.is_active);
     if (!keys.length) {
       body.replaceChildren(h("tr", null, h("td", { colspan: "5" }, "No keys.")));
       return;
@@ -325,7 +484,7 @@
     });
     if (!ok) return;
     say($("keys-error"), "");
-    const res = await api("DELETE", `/auth/api-keys/${encodeURIComponent(k.id)}`, { key });
+    const res = await call("DELETE", `/auth/api-keys/${encodeURIComponent(k.id)}`);
     if (!res.ok) {
       // 409: the account's last active key; billing's message says to rotate it instead.
       say($("keys-error"), S.errorText(res, "Revoking the key failed"));
@@ -354,7 +513,7 @@
     });
     if (!ok) return;
     say($("keys-error"), "");
-    const res = await api("POST", `/auth/api-keys/${encodeURIComponent(k.id)}/rotate`, { key });
+    const res = await call("POST", `/auth/api-keys/${encodeURIComponent(k.id)}/rotate`);
     if (!res.ok || !res.data || typeof res.data.api_key !== "string" || !S.KEY_RE.test(res.data.api_key)) {
       say($("keys-error"), S.errorText(res, "Rotating the key failed"));
       return;
@@ -381,17 +540,19 @@
 
   async function onCreateKey(e) {
     e.preventDefault();
+    await createKey($("new-key-name").value.trim(), $("create-key"));
+  }
+
+  async function createKey(name, btn) {
     const nameEl = $("new-key-name");
     const err = $("keys-error");
-    const btn = $("create-key");
     say(err, "");
-    const name = nameEl.value.trim();
     btn.disabled = true;
-    const res = await api("POST", "/auth/api-keys", { key, body: name ? { name } : {} });
+    const res = await call("POST", "/auth/api-keys", { body: name ? { name } : {} });
     btn.disabled = false;
     if (!res.ok || !res.data || typeof res.data.api_key !== "string") {
       let text = S.errorText(res, "Creating the key failed");
-      if (res.status === 403 && !/revoke|upgrade/i.test(text)) {
+      if (res.status === 403 && /limit/i.test(text) && !/revoke|upgrade/i.test(text)) {
         text = `${text.replace(/\.?$/, ".")} Revoke a key you no longer use, or upgrade for more keys.`;
       }
       say(err, text);
@@ -481,11 +642,26 @@
 
   /* ---------- start ---------- */
 
-  function init() {
+  async function init() {
     S.setupModal($("confirm-dialog"));
     $("signin-form").addEventListener("submit", onSignin);
     $("signout").addEventListener("click", () => signOut("Signed out."));
     $("refresh").addEventListener("click", () => refresh());
+    $("email-form").addEventListener("submit", onEmailSignin);
+    $("email-again").addEventListener("click", () => {
+      resetEmailForm();
+      $("signin-email").value = "";
+      $("signin-email").focus();
+    });
+    $("account-switch").addEventListener("change", onSwitchAccount);
+    $("no-keys-create").addEventListener("click", (e) => createKey("", e.currentTarget));
+    S.people.attach({
+      call,
+      role: () => (key ? null : session && session.role) || null,
+      email: () => (key ? null : session && session.email) || null,
+      signOut,
+      status: (text) => say($("dash-status"), text),
+    });
     $("create-key-form").addEventListener("submit", onCreateKey);
     $("portal").addEventListener("click", onPortal);
     $("cancel-sub").addEventListener("click", onCancelSub);
@@ -521,8 +697,30 @@
       key = saved;
       show("account");
       refresh();
-    } else {
-      show("signin");
+      return;
+    }
+    // No key in this tab: signed in by the cookie a mailed link set?
+    show("none");
+    const res = await api("GET", "/auth/session");
+    if (key) return; // signed in with a key meanwhile
+    if (res.ok && res.data && res.data.csrf_token) {
+      startSession(res.data);
+      refresh();
+      return;
+    }
+    show("signin");
+    if (location.hash === "#email-signin") {
+      const email = rememberedEmail();
+      if (email) $("signin-email").value = email;
+      $("signin-email").focus();
+    }
+  }
+
+  function rememberedEmail() {
+    try {
+      return sessionStorage.getItem("stellar-gate.email") || "";
+    } catch (e) {
+      return "";
     }
   }
 
