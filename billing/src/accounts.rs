@@ -2,9 +2,10 @@
 //! same transaction, so gateways evict within a second of the commit.
 
 use crate::error::{ApiError, ApiResult};
+use crate::identity::audit::{action, Event};
+use crate::identity::{people, Actor, IdTx, Role};
 use crate::subscription::Status;
 use chrono::{DateTime, Utc};
-use stellar_common::feed::{self, APPEND_SQL};
 use stellar_common::keys::{self, NewKey};
 use stellar_common::{with_db, Db};
 use uuid::Uuid;
@@ -120,11 +121,13 @@ pub async fn create_account(
         }
         sqlx::query("INSERT INTO account_usage (user_id, memories_used, agents_used) VALUES ($1, 0, 0) ON CONFLICT (user_id) DO NOTHING")
             .bind(uid).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO api_keys (id, user_id, key_hash, key_prefix, name, is_active, created_at) VALUES ($1, $2, $3, $4, $5, TRUE, $6)")
-            .bind(kid).bind(uid).bind(&key.hash).bind(&key.display_prefix).bind("Default").bind(now)
-            .execute(&mut *tx).await?;
-        sqlx::query(APPEND_SQL).bind(Some(uid)).bind(Some(key.hash.as_str())).bind(feed::kind::KEY_CREATED).bind(now)
-            .execute(&mut *tx).await?;
+        // The owner's membership has the account's id (identity::people).
+        sqlx::query("INSERT INTO members (id, account_id, email, role, created_at) VALUES ($1, $1, $2, 'owner', $3)")
+            .bind(uid).bind(email).bind(now).execute(&mut *tx).await?;
+        let owner = Actor { member_id: uid, email: email.to_string(), label: email.to_string(), ip: None };
+        tx.audit(&Event::by(&owner, uid, action::ACCOUNT_CREATED, None)).await?;
+        tx.insert_key(kid, uid, &key, Some("Default"), &owner, now).await?;
+        tx.audit(&Event::by(&owner, uid, action::KEY_CREATED, Some(key.display_prefix.clone()))).await?;
         tx.commit().await?;
     });
     Ok(Registered::Created {
@@ -171,11 +174,13 @@ pub struct KeyInfo {
     pub is_active: bool,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The address of the person who created the key (null for keys from before teams).
+    pub created_by_email: Option<String>,
 }
 
 pub async fn list_keys(db: &Db, user: Uuid) -> sqlx::Result<Vec<KeyInfo>> {
     with_db!(db, p => sqlx::query_as::<_, KeyInfo>(
-        "SELECT id, name, key_prefix, is_active, created_at, last_used_at FROM api_keys WHERE user_id = $1 \
+        "SELECT id, name, key_prefix, is_active, created_at, last_used_at, created_by_email FROM api_keys WHERE user_id = $1 \
          ORDER BY is_active DESC, created_at DESC")
         .bind(user).fetch_all(p).await)
 }
@@ -187,6 +192,7 @@ pub async fn create_key(
     db: &Db,
     user: Uuid,
     name: &str,
+    by: &Actor,
     limit_for: impl Fn(&str) -> u32,
 ) -> ApiResult<(KeyInfo, NewKey)> {
     let (kid, now, key) = (Uuid::new_v4(), Utc::now(), keys::generate());
@@ -203,11 +209,8 @@ pub async fn create_key(
             return Err(ApiError::Forbidden(format!(
                 "API key limit reached: the {tier} tier allows {limit} active key(s); revoke one or upgrade")));
         }
-        sqlx::query("INSERT INTO api_keys (id, user_id, key_hash, key_prefix, name, is_active, created_at) VALUES ($1, $2, $3, $4, $5, TRUE, $6)")
-            .bind(kid).bind(user).bind(&key.hash).bind(&key.display_prefix).bind(name).bind(now)
-            .execute(&mut *tx).await?;
-        sqlx::query(APPEND_SQL).bind(Some(user)).bind(Some(key.hash.as_str())).bind(feed::kind::KEY_CREATED).bind(now)
-            .execute(&mut *tx).await?;
+        tx.insert_key(kid, user, &key, Some(name), by, now).await?;
+        tx.audit(&Event::by(by, user, action::KEY_CREATED, Some(key.display_prefix.clone()))).await?;
         tx.commit().await?;
     });
     let info = KeyInfo {
@@ -217,8 +220,33 @@ pub async fn create_key(
         is_active: true,
         created_at: now,
         last_used_at: None,
+        created_by_email: Some(by.email.clone()),
     };
     Ok((info, key))
+}
+
+/// A member may revoke or rotate only the keys they created; admins and the owner any key of
+/// the account. Keys from before teams (no creator) are the owner's. An unknown key passes
+/// (the change itself answers 404).
+pub async fn may_change_key(
+    db: &Db,
+    user: Uuid,
+    key_id: Uuid,
+    by: &Actor,
+    role: Role,
+) -> ApiResult<()> {
+    if role >= Role::Admin {
+        return Ok(());
+    }
+    let creator: Option<Option<Uuid>> = with_db!(db, p => sqlx::query_scalar(
+        "SELECT created_by FROM api_keys WHERE id = $1 AND user_id = $2")
+        .bind(key_id).bind(user).fetch_optional(p).await)?;
+    match creator {
+        Some(c) if c != Some(by.member_id) => {
+            Err(people::forbidden(role, "change a key someone else created"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// What [`revoke_key`] did.
@@ -237,7 +265,7 @@ pub enum Revoked {
 /// only be rotated. The first statement writes the user row, which serialises this with
 /// concurrent revocations, rotations and creations for the account on both back-ends, so two
 /// revocations of an account's last two keys cannot both pass the check.
-pub async fn revoke_key(db: &Db, user: Uuid, key_id: Uuid) -> sqlx::Result<Revoked> {
+pub async fn revoke_key(db: &Db, user: Uuid, key_id: Uuid, by: &Actor) -> sqlx::Result<Revoked> {
     let now = Utc::now();
     with_db!(db, p => {
         let mut tx = p.begin().await?;
@@ -258,8 +286,8 @@ pub async fn revoke_key(db: &Db, user: Uuid, key_id: Uuid) -> sqlx::Result<Revok
                     tx.rollback().await?;
                     return Ok(Revoked::LastActiveKey);
                 }
-                sqlx::query(APPEND_SQL).bind(Some(user)).bind(Some(h.as_str())).bind(feed::kind::KEY_REVOKED).bind(now)
-                    .execute(&mut *tx).await?;
+                tx.feed_revoked(user, &h, now).await?;
+                tx.audit(&Event::by(by, user, action::KEY_REVOKED, Some(key_id.to_string()))).await?;
                 tx.commit().await?;
                 Ok(Revoked::Yes)
             }
@@ -284,7 +312,12 @@ pub struct Rotated {
 /// transaction (both change-feed rows included). The number of active keys does not change,
 /// so this is allowed at the tier's key limit, and it is how the last key is replaced.
 /// `None` when the key is not the user's or is already revoked (nothing changes).
-pub async fn rotate_key(db: &Db, user: Uuid, key_id: Uuid) -> sqlx::Result<Option<Rotated>> {
+pub async fn rotate_key(
+    db: &Db,
+    user: Uuid,
+    key_id: Uuid,
+    by: &Actor,
+) -> sqlx::Result<Option<Rotated>> {
     let (kid, now, key) = (Uuid::new_v4(), Utc::now(), keys::generate());
     let name: Option<String> = with_db!(db, p => {
         let mut tx = p.begin().await?;
@@ -302,13 +335,9 @@ pub async fn rotate_key(db: &Db, user: Uuid, key_id: Uuid) -> sqlx::Result<Optio
             tx.rollback().await?;
             return Ok(None);
         };
-        sqlx::query("INSERT INTO api_keys (id, user_id, key_hash, key_prefix, name, is_active, created_at) VALUES ($1, $2, $3, $4, $5, TRUE, $6)")
-            .bind(kid).bind(user).bind(&key.hash).bind(&key.display_prefix).bind(name.as_deref()).bind(now)
-            .execute(&mut *tx).await?;
-        sqlx::query(APPEND_SQL).bind(Some(user)).bind(Some(old_hash.as_str())).bind(feed::kind::KEY_REVOKED).bind(now)
-            .execute(&mut *tx).await?;
-        sqlx::query(APPEND_SQL).bind(Some(user)).bind(Some(key.hash.as_str())).bind(feed::kind::KEY_CREATED).bind(now)
-            .execute(&mut *tx).await?;
+        tx.feed_revoked(user, &old_hash, now).await?;
+        tx.insert_key(kid, user, &key, name.as_deref(), by, now).await?;
+        tx.audit(&Event::by(by, user, action::KEY_ROTATED, Some(format!("{key_id} -> {}", key.display_prefix)))).await?;
         tx.commit().await?;
         name
     });
@@ -319,6 +348,7 @@ pub async fn rotate_key(db: &Db, user: Uuid, key_id: Uuid) -> sqlx::Result<Optio
         is_active: true,
         created_at: now,
         last_used_at: None,
+        created_by_email: Some(by.email.clone()),
     };
     Ok(Some(Rotated {
         info,

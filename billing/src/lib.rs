@@ -32,6 +32,7 @@ pub mod accounts;
 pub mod crypto;
 pub mod error;
 pub mod extract;
+pub mod identity;
 pub mod mail;
 pub mod metrics;
 pub mod money;
@@ -53,6 +54,21 @@ use stellar_common::db::{redact_url, DbOptions};
 use stellar_common::Db;
 use tokio::net::TcpListener;
 
+/// Warn about accounts whose address differs from another's only by case (listed by the
+/// identity migration in `email_case_conflicts`): they cannot be reached by e-mail until an
+/// operator resolves them, and nothing was merged.
+async fn report_email_conflicts(db: &Db) -> anyhow::Result<()> {
+    use stellar_common::with_db;
+    let rows: Vec<(uuid::Uuid, uuid::Uuid)> = with_db!(db, p => sqlx::query_as(
+        "SELECT user_id, canonical_user_id FROM email_case_conflicts ORDER BY user_id")
+        .fetch_all(p).await)?;
+    for (user, canonical) in &rows {
+        tracing::warn!(user_id = %user, same_address_as = %canonical,
+            "account address differs from another account's only by case: not merged, not reachable by e-mail until resolved (table email_case_conflicts)");
+    }
+    Ok(())
+}
+
 /// How long in-flight requests may take to finish after shutdown is signalled.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -70,6 +86,7 @@ pub async fn run(
     db.migrate()
         .await
         .map_err(|e| anyhow::anyhow!("migrating the account DB failed: {e}"))?;
+    report_email_conflicts(&db).await?;
 
     let settings = Arc::new(settings);
     let metrics = Arc::new(metrics::Metrics::new());
@@ -84,6 +101,10 @@ pub async fn run(
         metrics.clone(),
     ));
     let state = AppState {
+        limits: Arc::new(identity::limits::MailLimits::new(
+            settings.auth.mail_requests_per_ip_per_hour,
+            settings.auth.mails_per_address_per_hour,
+        )),
         db: db.clone(),
         settings: settings.clone(),
         metrics: metrics.clone(),
@@ -126,6 +147,7 @@ pub async fn run(
 
     let app = routes::router(state);
     let mut stop_for_server = stop_rx.clone();
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stop_for_server.changed().await;
     });

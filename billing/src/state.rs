@@ -12,4 +12,6 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub providers: Arc<Providers>,
+    /// Abuse limits on requests that send mail.
+    pub limits: Arc<crate::identity::limits::MailLimits>,
 }

@@ -82,6 +82,10 @@ pub fn state(db: &Db, settings: Settings) -> AppState {
     ));
     AppState {
         db: db.clone(),
+        limits: Arc::new(crate::identity::limits::MailLimits::new(
+            settings.auth.mail_requests_per_ip_per_hour,
+            settings.auth.mails_per_address_per_hour,
+        )),
         settings,
         metrics,
         providers,

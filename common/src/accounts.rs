@@ -125,6 +125,98 @@ mod tests {
         assert_eq!((status.as_str(), events), ("none", 1));
     }
 
+    /// Rows whose addresses differ only by case (the original system compared them as typed):
+    /// the identity migration lower-cases the rest, keeps one of each group (the one already
+    /// lower-case, else the oldest), lists the others in email_case_conflicts untouched, and
+    /// gives every account its owner's membership.
+    async fn case_duplicates_are_reported_not_merged(db: &Db, insert: &str) {
+        let ids: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+        let rows = [
+            (ids[0], "Bob@Example.com", "2024-01-01T00:00:00Z"),
+            (ids[1], "bob@example.com", "2024-02-01T00:00:00Z"),
+            (ids[2], "CAROL@Example.com", "2024-01-01T00:00:00Z"),
+            (ids[3], "Dan@Example.com ", "2024-01-01T00:00:00Z"),
+        ];
+        for (id, email, at) in rows {
+            let at: chrono::DateTime<chrono::Utc> = at.parse().unwrap();
+            crate::with_db!(db, p => { sqlx::query(insert).bind(id).bind(email).bind(at).execute(p).await.unwrap(); });
+        }
+        db.migrate().await.unwrap();
+        let conflicts: Vec<(Uuid, String, Uuid)> = crate::with_db!(db, p => sqlx::query_as(
+            "SELECT user_id, email, canonical_user_id FROM email_case_conflicts").fetch_all(p).await.unwrap());
+        assert_eq!(
+            conflicts,
+            vec![(ids[0], "Bob@Example.com".to_string(), ids[1])]
+        );
+        let mut emails: Vec<String> = crate::with_db!(db, p => sqlx::query_scalar(
+            "SELECT email FROM users ORDER BY email").fetch_all(p).await.unwrap());
+        emails.sort();
+        assert_eq!(
+            emails,
+            [
+                "Bob@Example.com",
+                "bob@example.com",
+                "carol@example.com",
+                "dan@example.com"
+            ]
+        );
+        let owners: i64 = crate::with_db!(db, p => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM members WHERE role = 'owner' AND id = account_id").fetch_one(p).await.unwrap());
+        assert_eq!(owners, 4);
+        db.migrate().await.unwrap(); // idempotent
+    }
+
+    #[tokio::test]
+    async fn identity_migration_on_the_original_schema() {
+        let Some(url) = crate::testing::fresh_postgres_db().await else {
+            return;
+        };
+        let db = Db::connect(&url, &Default::default()).await.unwrap();
+        let Db::Postgres(pg) = &db else {
+            unreachable!()
+        };
+        sqlx::raw_sql(include_str!("../tests/fixtures/original_schema.sql"))
+            .execute(pg)
+            .await
+            .unwrap();
+        case_duplicates_are_reported_not_merged(
+            &db,
+            "INSERT INTO users (id, email, tier, created_at) VALUES ($1, $2, 'free', $3)",
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn identity_migration_on_sqlite_accounts_before_it() {
+        // The SQLite migrations before the identity one, applied from a copy of their files.
+        let dir = std::env::temp_dir().join(format!("stellar-mig-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("m")).unwrap();
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/sqlite");
+        for f in std::fs::read_dir(src).unwrap() {
+            let f = f.unwrap().path();
+            let name = f.file_name().unwrap().to_string_lossy().to_string();
+            if name.as_str() < "0004" {
+                std::fs::copy(&f, dir.join("m").join(&name)).unwrap();
+            }
+        }
+        let url = format!("sqlite://{}", dir.join("a.db").display());
+        let db = Db::connect(&url, &Default::default()).await.unwrap();
+        let Db::Sqlite(p) = &db else { unreachable!() };
+        sqlx::migrate::Migrator::new(dir.join("m"))
+            .await
+            .unwrap()
+            .run(p)
+            .await
+            .unwrap();
+        case_duplicates_are_reported_not_merged(
+            &db,
+            "INSERT INTO users (id, email, tier, created_at, updated_at) VALUES ($1, $2, 'free', $3, $3)",
+        )
+        .await;
+        db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[tokio::test]
     async fn migrations_apply_on_an_empty_postgres_twice() {
         let Some(url) = crate::testing::fresh_postgres_db().await else {

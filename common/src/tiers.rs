@@ -17,6 +17,9 @@ pub struct Tier {
     pub burst: u32,
     /// Active API keys an account may hold.
     pub max_api_keys: u32,
+    /// People an account may have: the owner and invited members, pending invitations included
+    /// (default 1: the owner alone).
+    pub max_members: u32,
     /// Monthly price in US dollars (whole dollars).
     pub price_usd: u64,
     /// Monthly price in Korean won (TossPayments).
@@ -32,6 +35,8 @@ struct TierFile {
     #[serde(default)]
     burst: Option<u32>,
     max_api_keys: u32,
+    #[serde(default)]
+    max_members: Option<u32>,
     price_usd: u64,
     price_krw: u64,
 }
@@ -87,6 +92,7 @@ impl Tiers {
                 max_agents: t.max_agents,
                 requests_per_minute: t.requests_per_minute,
                 max_api_keys: t.max_api_keys,
+                max_members: t.max_members.unwrap_or(1).max(1),
                 price_usd: t.price_usd,
                 price_krw: t.price_krw,
             }));

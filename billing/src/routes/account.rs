@@ -1,8 +1,8 @@
 //! `/auth/*`: registration, keys, usage.
 
-use crate::accounts::{self, normalize_email, Registered, Revoked};
+use crate::accounts::{self, Revoked};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_json, Auth, JsonBody, RawBody};
+use crate::extract::{parse_json, Auth, RawBody};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -10,39 +10,6 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-#[derive(Deserialize)]
-pub struct RegisterBody {
-    email: String,
-}
-
-pub async fn register(
-    State(st): State<AppState>,
-    JsonBody(body): JsonBody<RegisterBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let email = normalize_email(&body.email)
-        .ok_or_else(|| ApiError::Unprocessable("Invalid email address".into()))?;
-    let free = st.settings.tiers.default_tier().name.clone();
-    match accounts::register(&st.db, &email, &free).await? {
-        Registered::Created { user_id, tier, key } => {
-            st.metrics.accounts.with_label_values(&["registered"]).inc();
-            tracing::info!(%user_id, "account registered");
-            Ok((
-                StatusCode::CREATED,
-                Json(
-                    json!({"user_id": user_id, "email": email, "tier": tier, "api_key": key.plaintext}),
-                ),
-            ))
-        }
-        Registered::AlreadyExists => {
-            st.metrics
-                .accounts
-                .with_label_values(&["duplicate_email"])
-                .inc();
-            Err(ApiError::Conflict("Email already registered".into()))
-        }
-    }
-}
 
 pub async fn list_keys(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     let keys = accounts::list_keys(&st.db, auth.user_id).await?;
@@ -78,7 +45,7 @@ pub async fn create_key(
         ));
     }
     let tiers = st.settings.tiers.clone();
-    let (info, key) = accounts::create_key(&st.db, auth.user_id, &name, |t| {
+    let (info, key) = accounts::create_key(&st.db, auth.user_id, &name, &auth.actor, |t| {
         tiers.get_or_default(t).max_api_keys
     })
     .await?;
@@ -104,7 +71,8 @@ pub async fn revoke_key(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("Key not found".into()))?;
-    match accounts::revoke_key(&st.db, auth.user_id, id).await? {
+    accounts::may_change_key(&st.db, auth.user_id, id, &auth.actor, auth.role).await?;
+    match accounts::revoke_key(&st.db, auth.user_id, id, &auth.actor).await? {
         Revoked::Yes => {}
         Revoked::NotFound => return Err(ApiError::NotFound("Key not found".into())),
         Revoked::LastActiveKey => {
@@ -130,7 +98,8 @@ pub async fn rotate_key(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("Key not found".into()))?;
-    let r = accounts::rotate_key(&st.db, auth.user_id, id)
+    accounts::may_change_key(&st.db, auth.user_id, id, &auth.actor, auth.role).await?;
+    let r = accounts::rotate_key(&st.db, auth.user_id, id, &auth.actor)
         .await?
         .ok_or_else(|| ApiError::NotFound("Key not found".into()))?;
     st.metrics

@@ -5,7 +5,10 @@
 use crate::accounts::{self, normalize_email, Registered};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, JsonBody, MaybeAuth, QueryParams};
+use crate::identity::flows::{self, Client};
+use crate::identity::Role;
 use crate::providers::{CheckoutRequest, Provider};
+use crate::routes::auth::{accepted, limit, ClientInfo, CHECK_MAIL};
 use crate::state::AppState;
 use crate::subscription::{self, Status};
 use axum::extract::{Path, State};
@@ -57,6 +60,55 @@ pub(super) fn paid_tier(st: &AppState, name: &str) -> ApiResult<Arc<Tier>> {
 pub(super) struct Started {
     pub answer: Value,
     pub new_key: Option<String>,
+    /// No checkout yet: a link was mailed (verified sign-up), and `answer` says so.
+    pub mailed: bool,
+}
+
+/// Without immediate keys, an anonymous checkout starts nothing at the provider: it mails the
+/// address a link (verification for a new address, whose account is created unverified; sign-in
+/// for a known one) whose page continues to this checkout signed in. So a subscription is only
+/// ever attached to an account that someone who opened a link mailed to its address holds, the
+/// key is shown only through that link, and the answer is the same for every address.
+async fn mail_checkout_link(
+    st: &AppState,
+    provider: &str,
+    tier: &Tier,
+    email: &str,
+    client: &Client,
+) -> ApiResult<Started> {
+    limit(st, client, email)?;
+    let next = format!("/billing/{provider}/checkout?tier={}", tier.name);
+    flows::register(&st.db, &st.settings, email, client, Some(&next)).await?;
+    st.metrics
+        .accounts
+        .with_label_values(&["checkout_mailed"])
+        .inc();
+    Ok(Started {
+        answer: json!({ "detail": CHECK_MAIL }),
+        new_key: None,
+        mailed: true,
+    })
+}
+
+/// Where a GET checkout without a key or session goes when keys are not issued at once: the
+/// landing page, which asks for the address (a GET never sends mail).
+pub(super) fn sign_in_first(st: &AppState, provider: &str, tier: &str) -> Option<Response> {
+    (!st.settings.auth.immediate_key).then(|| {
+        let tier: String = tier
+            .trim()
+            .to_ascii_lowercase()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        let provider: String = provider
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        Redirect::to(&format!(
+            "/?checkout=sign-in&provider={provider}&tier={tier}"
+        ))
+        .into_response()
+    })
 }
 
 /// The answer to an anonymous checkout for an e-mail that has an account: what
@@ -111,6 +163,7 @@ pub(super) async fn start_checkout(
     provider: &str,
     body: &CheckoutBody,
     auth: Option<&Auth>,
+    client: &Client,
 ) -> ApiResult<Started> {
     let p = st
         .providers
@@ -131,6 +184,7 @@ pub(super) async fn start_checkout(
         )));
     }
     if let Some(auth) = auth {
+        auth.require(Role::Owner, "manage the account's billing")?;
         let user = accounts::user_by_id(&st.db, auth.user_id)
             .await?
             .ok_or(ApiError::Unauthorized("Invalid API key"))?;
@@ -146,9 +200,13 @@ pub(super) async fn start_checkout(
         return Ok(Started {
             answer,
             new_key: None,
+            mailed: false,
         });
     }
     let email = email.unwrap_or_default();
+    if !st.settings.auth.immediate_key {
+        return mail_checkout_link(st, provider, &tier, &email, client).await;
+    }
     if accounts::user_by_email(&st.db, &email).await?.is_some() {
         return Err(already_registered(st));
     }
@@ -174,6 +232,7 @@ pub(super) async fn start_checkout(
             Ok(Started {
                 answer,
                 new_key: Some(key.plaintext),
+                mailed: false,
             })
         }
         // Registered meanwhile: the provisional checkout is dropped unseen.
@@ -185,12 +244,17 @@ pub async fn checkout_json(
     State(st): State<AppState>,
     Path(provider): Path<String>,
     MaybeAuth(auth): MaybeAuth,
+    ClientInfo(client): ClientInfo,
     JsonBody(body): JsonBody<CheckoutBody>,
 ) -> ApiResult<Response> {
     let Started {
         mut answer,
         new_key,
-    } = start_checkout(&st, &provider, &body, auth.as_ref()).await?;
+        mailed,
+    } = start_checkout(&st, &provider, &body, auth.as_ref(), &client).await?;
+    if mailed {
+        return Ok(accepted().into_response());
+    }
     if let Some(key) = new_key {
         answer["api_key"] = Value::String(key);
     }
@@ -257,9 +321,17 @@ pub async fn checkout_redirect(
     State(st): State<AppState>,
     Path(provider): Path<String>,
     MaybeAuth(auth): MaybeAuth,
+    ClientInfo(client): ClientInfo,
     QueryParams(q): QueryParams<CheckoutBody>,
 ) -> ApiResult<Response> {
-    let Started { answer, new_key } = start_checkout(&st, &provider, &q, auth.as_ref()).await?;
+    if auth.is_none() {
+        if let Some(r) = sign_in_first(&st, &provider, &q.tier) {
+            return Ok(r);
+        }
+    }
+    let Started {
+        answer, new_key, ..
+    } = start_checkout(&st, &provider, &q, auth.as_ref(), &client).await?;
     let url = checkout_url(&answer)?;
     Ok(match new_key {
         Some(key) => key_interstitial(
@@ -273,6 +345,7 @@ pub async fn checkout_redirect(
 }
 
 pub async fn portal(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
+    auth.require(Role::Owner, "manage the account's billing")?;
     let user = accounts::user_by_id(&st.db, auth.user_id)
         .await?
         .ok_or(ApiError::Unauthorized("Invalid API key"))?;
@@ -285,6 +358,7 @@ pub async fn portal(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Va
 }
 
 pub async fn cancel(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
+    auth.require(Role::Owner, "cancel the subscription")?;
     let user = accounts::user_by_id(&st.db, auth.user_id)
         .await?
         .ok_or(ApiError::Unauthorized("Invalid API key"))?;

@@ -2,7 +2,9 @@
 //! pages. Every error, including unknown paths and methods, is JSON.
 
 mod account;
+mod auth;
 mod checkout;
+mod members;
 mod pages;
 mod toss;
 mod webhooks;
@@ -21,7 +23,21 @@ pub fn router(state: AppState) -> Router {
             "/healthz",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
-        .route("/auth/register", post(account::register))
+        .route("/auth/register", post(auth::register))
+        .route("/auth/sign-in", post(auth::sign_in))
+        .route("/auth/link", post(auth::open_link))
+        .route("/auth/session", get(auth::session))
+        .route("/auth/session/account", post(auth::switch_account))
+        .route("/auth/sign-out", post(auth::sign_out))
+        .route("/auth/sessions", get(auth::list_sessions))
+        .route("/auth/sessions/{id}", delete(auth::revoke_session))
+        .route("/auth/members", get(members::list).post(members::invite))
+        .route(
+            "/auth/members/{id}",
+            axum::routing::patch(members::change_role).delete(members::remove),
+        )
+        .route("/auth/invitations/{id}", delete(members::cancel_invitation))
+        .route("/auth/audit", get(members::audit_log))
         .route(
             "/auth/api-keys",
             get(account::list_keys).post(account::create_key),

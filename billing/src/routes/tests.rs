@@ -10,7 +10,15 @@ use axum::Router;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+/// The router with the original immediate keys (`auth.immediate_key`), as these tests were
+/// written for.
 async fn app(t: &TempDb) -> Router {
+    let settings = testing::settings(&[("STELLAR_AUTH_IMMEDIATE_KEY", "true")]);
+    super::router(testing::state(&t.db, settings))
+}
+
+/// The router with the defaults: verified sign-up.
+async fn verified_app(t: &TempDb) -> Router {
     super::router(testing::state(&t.db, testing::settings(&[])))
 }
 
@@ -208,4 +216,156 @@ async fn unknown_paths_and_methods_are_json() {
     assert_detail(&call(&app, req).await, StatusCode::METHOD_NOT_ALLOWED);
     let (status, _, v) = call(&app, get("/healthz", None)).await;
     assert_eq!((status, v), (StatusCode::OK, json!({"status": "ok"})));
+}
+
+/// The template and token of the newest mail queued for `to` (the token from the link's
+/// fragment).
+async fn mailed(db: &stellar_common::Db, to: &str) -> Option<(String, String)> {
+    let row: Option<(String, String)> = stellar_common::with_db!(db, p => sqlx::query_as(
+        "SELECT template, payload FROM outbox WHERE recipient = $1 ORDER BY id DESC LIMIT 1")
+        .bind(to).fetch_optional(p).await.unwrap());
+    row.map(|(template, payload)| {
+        let v: Value = serde_json::from_str(&payload).unwrap();
+        let link = v["link"].as_str().unwrap().to_string();
+        let token = link
+            .split_once("/auth/link#token=")
+            .expect(&link)
+            .1
+            .to_string();
+        (template, token)
+    })
+}
+
+async fn outbox_rows(db: &stellar_common::Db) -> i64 {
+    stellar_common::with_db!(db, p => sqlx::query_scalar("SELECT COUNT(*) FROM outbox").fetch_one(p).await.unwrap())
+}
+
+fn with_cookie(mut r: Request<Body>, cookie: &str, csrf: Option<&str>) -> Request<Body> {
+    r.headers_mut()
+        .insert(header::COOKIE, cookie.parse().unwrap());
+    if let Some(c) = csrf {
+        r.headers_mut().insert("x-csrf-token", c.parse().unwrap());
+    }
+    r
+}
+
+#[tokio::test]
+async fn verified_sign_up_links_sessions_and_csrf() {
+    let t = TempDb::new().await;
+    let app = verified_app(&t).await;
+    // Sign-up: 202 for a new address, byte-identical for it again; no key in any answer.
+    let first = call(
+        &app,
+        post("/auth/register", r#"{"email":"Ann@Example.com"}"#),
+    )
+    .await;
+    let again = call(
+        &app,
+        post("/auth/register", r#"{"email":" ann@example.com"}"#),
+    )
+    .await;
+    assert_eq!(first.0, StatusCode::ACCEPTED, "{:?}", first.2);
+    assert_eq!(first.2, json!({"detail": "Check your e-mail to continue"}));
+    assert_eq!((again.0, &again.2), (first.0, &first.2));
+    let (template, token) = mailed(&t.db, "ann@example.com").await.expect("mail queued");
+    assert_eq!(template, "verification");
+
+    // Opening the link: the first key, once, and a session cookie.
+    let (status, headers, v) = call(
+        &app,
+        post("/auth/link", &json!({"token": token}).to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["purpose"].as_str(), v["role"].as_str()),
+        (Some("verification"), Some("owner"))
+    );
+    let key = v["api_key"].as_str().expect("first key").to_string();
+    let set_cookie = headers[header::SET_COOKIE].to_str().unwrap().to_string();
+    assert!(set_cookie.starts_with("stellar_session="), "{set_cookie}");
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(set_cookie.contains(attr), "{set_cookie}");
+    }
+    assert!(
+        !set_cookie.contains("Secure"),
+        "loopback public URL: {set_cookie}"
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let csrf = v["csrf_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        call(&app, get("/auth/usage", Some(&key))).await.0,
+        StatusCode::OK
+    );
+
+    // Single use; garbage is 400; neither changes anything.
+    let used = call(
+        &app,
+        post("/auth/link", &json!({"token": token}).to_string()),
+    )
+    .await;
+    assert_detail(&used, StatusCode::GONE);
+    assert!(used.2["detail"]
+        .as_str()
+        .unwrap()
+        .contains("already been used"));
+    let bad = call(&app, post("/auth/link", r#"{"token":"nope"}"#)).await;
+    assert_detail(&bad, StatusCode::BAD_REQUEST);
+
+    // The session: readable with the cookie; a state change needs the CSRF token.
+    let (status, _, s) = call(&app, with_cookie(get("/auth/session", None), &cookie, None)).await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    assert_eq!(
+        (s["email"].as_str(), s["csrf_token"].as_str()),
+        (Some("ann@example.com"), Some(csrf.as_str()))
+    );
+    let no_csrf = call(&app, with_cookie(post("/auth/sign-out", ""), &cookie, None)).await;
+    assert_detail(&no_csrf, StatusCode::FORBIDDEN);
+    let wrong = call(
+        &app,
+        with_cookie(post("/auth/sign-out", ""), &cookie, Some(&"0".repeat(64))),
+    )
+    .await;
+    assert_detail(&wrong, StatusCode::FORBIDDEN);
+    assert_eq!(
+        call(&app, with_cookie(get("/auth/session", None), &cookie, None))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (status, headers, _) = call(
+        &app,
+        with_cookie(post("/auth/sign-out", ""), &cookie, Some(&csrf)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    let ended = call(&app, with_cookie(get("/auth/session", None), &cookie, None)).await;
+    assert_detail(&ended, StatusCode::UNAUTHORIZED);
+
+    // Verified now: the address gets a sign-in link; an unknown address gets nothing, and the
+    // answers are the same.
+    let known = call(
+        &app,
+        post("/auth/sign-in", r#"{"email":"ann@example.com"}"#),
+    )
+    .await;
+    let before = outbox_rows(&t.db).await;
+    let unknown = call(
+        &app,
+        post("/auth/sign-in", r#"{"email":"nobody@example.com"}"#),
+    )
+    .await;
+    assert_eq!((known.0, &known.2), (unknown.0, &unknown.2));
+    assert_eq!(
+        outbox_rows(&t.db).await,
+        before,
+        "nothing mailed to an unknown address"
+    );
+    assert_eq!(mailed(&t.db, "ann@example.com").await.unwrap().0, "sign_in");
+    let bad = call(&app, post("/auth/sign-in", r#"{"email":"not an address"}"#)).await;
+    assert_detail(&bad, StatusCode::UNPROCESSABLE_ENTITY);
 }

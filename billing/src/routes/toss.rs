@@ -4,11 +4,13 @@
 //! in constant time (docs/billing-api.md, "Who may check out for an account").
 
 use super::checkout::{
-    ask_provider, checkout_url, key_interstitial, paid_tier, start_checkout, CheckoutBody, Started,
+    ask_provider, checkout_url, key_interstitial, paid_tier, sign_in_first, start_checkout,
+    CheckoutBody, Started,
 };
 use crate::accounts::{self, normalize_email};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, MaybeAuth, QueryParams};
+use crate::routes::auth::ClientInfo;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::header;
@@ -151,19 +153,28 @@ async fn toss_checkout_for_holder(
 pub async fn page(
     State(st): State<AppState>,
     MaybeAuth(auth): MaybeAuth,
+    ClientInfo(client): ClientInfo,
     QueryParams(q): QueryParams<TossPayQuery>,
 ) -> ApiResult<Response> {
-    let Started { answer: v, new_key } = match (&auth, q.customer_key.as_deref()) {
+    let Started {
+        answer: v, new_key, ..
+    } = match (&auth, q.customer_key.as_deref()) {
         (None, Some(ck)) => Started {
             answer: toss_checkout_for_holder(&st, &q, ck).await?,
             new_key: None,
+            mailed: false,
         },
         _ => {
+            if auth.is_none() {
+                if let Some(r) = sign_in_first(&st, "toss", &q.tier) {
+                    return Ok(r);
+                }
+            }
             let body = CheckoutBody {
                 tier: q.tier.clone(),
                 email: q.email.clone(),
             };
-            start_checkout(&st, "toss", &body, auth.as_ref()).await?
+            start_checkout(&st, "toss", &body, auth.as_ref(), &client).await?
         }
     };
     if let Some(key) = new_key {

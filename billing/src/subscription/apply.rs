@@ -4,6 +4,8 @@
 use super::decide::{decide, starts};
 use super::{Change, Effect, Event, Outcome, Status};
 use crate::accounts::{User, USER_COLUMNS};
+use crate::identity::audit::{action, Event as AuditEvent};
+use crate::identity::IdTx;
 use crate::providers::toss::ledger::{self, ChargeStatus};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -166,6 +168,14 @@ pub async fn apply(db: &Db, ev: &Event, free_tier: &str) -> sqlx::Result<Outcome
                 .execute(&mut *tx).await?;
             sqlx::query(APPEND_SQL).bind(Some(user_id)).bind(None::<String>).bind(feed::kind::TIER_CHANGED).bind(now)
                 .execute(&mut *tx).await?;
+            let actor = format!("provider:{}", ev.provider);
+            let audit = |action, target| AuditEvent { account_id: user_id, actor: &actor, action, target: Some(target), ip: None, at: now };
+            if next.tier != u.tier {
+                tx.audit(&audit(action::PLAN_CHANGED, format!("{} -> {}", u.tier, next.tier))).await?;
+            }
+            if next.status == Status::Cancelled && u.subscription_status != Status::Cancelled {
+                tx.audit(&audit(action::SUBSCRIPTION_CANCELLED, format!("{} until {}", next.tier, next.period_end.map_or_else(|| "now".into(), |t| t.to_rfc3339())))).await?;
+            }
         }
         if link_ids {
             sqlx::query(
@@ -207,12 +217,14 @@ pub async fn sweep(
     now: DateTime<Utc>,
 ) -> sqlx::Result<usize> {
     let grace_start = now - chrono::Duration::seconds(grace_secs);
-    let due: Vec<(Uuid, Status)> = with_db!(db, p => sqlx::query_as(
-        "SELECT id, subscription_status FROM users WHERE (subscription_status = 'cancelled' AND current_period_end <= $1) \
+    let due: Vec<(Uuid, Status, String)> = with_db!(db, p => sqlx::query_as(
+        "SELECT id, subscription_status, tier FROM users WHERE (subscription_status = 'cancelled' AND current_period_end <= $1) \
          OR (subscription_status = 'past_due' AND past_due_since <= $2)")
         .bind(now).bind(grace_start).fetch_all(p).await)?;
     let mut n = 0;
-    for (id, status) in due {
+    let tier_before: std::collections::HashMap<Uuid, String> =
+        due.iter().map(|(id, _, t)| (*id, t.clone())).collect();
+    for (id, status, _) in due {
         let reason = if status == Status::Cancelled {
             "period_ended"
         } else {
@@ -228,6 +240,7 @@ pub async fn sweep(
                 .bind(id).bind(free_tier).bind(now).bind(grace_start).execute(&mut *tx).await?;
             if r.rows_affected() == 1 {
                 let provider: Option<String> = sqlx::query_scalar("SELECT provider FROM users WHERE id = $1").bind(id).fetch_one(&mut *tx).await?;
+                tx.audit(&AuditEvent { account_id: id, actor: "system", action: action::PLAN_CHANGED, target: Some(format!("{} -> {free_tier} ({reason})", tier_before.get(&id).map_or("?", String::as_str))), ip: None, at: now }).await?;
                 sqlx::query(
                     "INSERT INTO subscription_events (id, user_id, provider, event_type, tier, raw_data, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
                     .bind(Uuid::new_v4()).bind(id).bind(provider.unwrap_or_else(|| "stellar".into())).bind(reason).bind(free_tier)
