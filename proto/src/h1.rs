@@ -82,6 +82,9 @@ pub enum Name {
     Expect,
     XApiKey,
     Authorization,
+    /// `Cookie`: billing's session cookie is a credential like the key, so it never reaches
+    /// the engine.
+    Cookie,
     XStellarAgent,
     /// Any other `X-Stellar-*`: never forwarded.
     XStellarOther,
@@ -130,6 +133,7 @@ impl Name {
             9 if is("x-real-ip") => Name::ForwardedOther,
             14 if is("http2-settings") => Name::Http2Settings,
             6 if is("expect") => Name::Expect,
+            6 if is("cookie") => Name::Cookie,
             7 if is("trailer") => Name::Trailer,
             7 if is("upgrade") => Name::Upgrade,
             9 if is("x-api-key") => Name::XApiKey,

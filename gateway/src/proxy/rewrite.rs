@@ -7,7 +7,8 @@
 //! `HTTP2-Settings`, `Expect` (the gateway answers it), `X-Stellar-*`, `X-Request-Id`,
 //! `Forwarded`/`X-Forwarded-*`/`X-Real-IP`, any `_` lookalike of those names (`X_Stellar_User`),
 //! the client's own `Content-Length`/`Transfer-Encoding` (the gateway writes the framing it
-//! forwards), and on engine routes the client's key (`X-API-Key`, `Authorization`).
+//! forwards), and on engine routes the client's credentials (`X-API-Key`, `Authorization`, and
+//! `Cookie`, which carries billing's dashboard session).
 
 use crate::h1::{self, Body, Head, Name};
 use crate::limits::{self, Decision};
@@ -36,7 +37,7 @@ pub struct Stamp<'a> {
 fn forwarded(name: Name, engine: bool) -> bool {
     match name {
         Name::Other | Name::Host | Name::RateLimitField => true,
-        Name::XApiKey | Name::Authorization => !engine,
+        Name::XApiKey | Name::Authorization | Name::Cookie => !engine,
         Name::ContentLength
         | Name::TransferEncoding
         | Name::Connection

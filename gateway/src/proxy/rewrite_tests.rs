@@ -114,6 +114,17 @@ fn billing_gets_the_key_but_never_the_identity_headers() {
 }
 
 #[test]
+fn the_session_cookie_reaches_billing_but_never_the_engine() {
+    let head = "GET /api/v1/stats HTTP/1.1\r\nHost: h\r\nCookie: stellar_session=s3cret\r\n\
+                cookie: a=b\r\nX-CSRF-Token: t\r\n\r\n";
+    let (_, f) = rewrite(head, &stamp(true));
+    assert!(values(&f, "cookie").is_empty(), "{f:?}");
+    let (_, f) = rewrite(&head.replace("/api/v1/stats", "/auth/session"), &stamp(false));
+    assert_eq!(values(&f, "cookie"), ["stellar_session=s3cret", "a=b"]);
+    assert_eq!(values(&f, "x-csrf-token"), ["t"]);
+}
+
+#[test]
 fn hop_by_hop_fields_and_those_connection_names_stay_on_this_hop() {
     let (_, f) = rewrite(
         "GET /api/v1/stats HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings, X-Secret\r\n\
