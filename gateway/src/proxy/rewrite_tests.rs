@@ -119,7 +119,10 @@ fn the_session_cookie_reaches_billing_but_never_the_engine() {
                 cookie: a=b\r\nX-CSRF-Token: t\r\n\r\n";
     let (_, f) = rewrite(head, &stamp(true));
     assert!(values(&f, "cookie").is_empty(), "{f:?}");
-    let (_, f) = rewrite(&head.replace("/api/v1/stats", "/auth/session"), &stamp(false));
+    let (_, f) = rewrite(
+        &head.replace("/api/v1/stats", "/auth/session"),
+        &stamp(false),
+    );
     assert_eq!(values(&f, "cookie"), ["stellar_session=s3cret", "a=b"]);
     assert_eq!(values(&f, "x-csrf-token"), ["t"]);
 }
