@@ -25,7 +25,7 @@ pub async fn tiers(State(st): State<AppState>) -> Json<Value> {
     Json(json!({
         "tiers": st.settings.tiers.all().iter().map(|t| json!({
             "name": t.name, "max_memories": t.max_memories, "max_agents": t.max_agents,
-            "requests_per_minute": t.requests_per_minute, "max_api_keys": t.max_api_keys,
+            "requests_per_minute": t.requests_per_minute, "max_api_keys": t.max_api_keys, "max_members": t.max_members,
             "price_usd": t.price_usd, "price_krw": t.price_krw,
         })).collect::<Vec<_>>(),
         "providers": {"lemonsqueezy": p.lemon.configured(), "stripe": p.stripe.configured(), "toss": p.toss.configured()},
