@@ -56,7 +56,8 @@
         method,
         headers,
         body,
-        credentials: "same-origin",
+        // anonymous: without the session cookie (a visitor's request from a signed-in browser).
+        credentials: opts.anonymous ? "omit" : "same-origin",
         cache: "no-store",
         signal: ctl.signal,
       });

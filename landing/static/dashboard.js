@@ -321,11 +321,12 @@
     } else {
       text = `You are on the ${tierName} plan. Upgrade for more memories, agents, keys and requests.`;
     }
-    $("billing-text").textContent = text;
+    const owns = billingOwner();
+    $("billing-text").textContent = owns ? text : `${text} Only the account's owner changes the plan.`;
     const hasSub = u.provider && (st === "active" || st === "cancelled" || st === "past_due");
     // Toss has no hosted portal: this panel is where a Toss subscription is managed.
-    $("portal").hidden = !hasSub || u.provider === "toss";
-    $("cancel-sub").hidden = !(st === "active" && !u.cancel_at_period_end);
+    $("portal").hidden = !owns || !hasSub || u.provider === "toss";
+    $("cancel-sub").hidden = !owns || !(st === "active" && !u.cancel_at_period_end);
 
     const create = $("create-key");
     const full = Number(u.keys_used) >= Number(u.keys_limit);
@@ -346,12 +347,20 @@
       h("strong", { id: "who-email" }, session.email),
       " ",
       h("span", { class: `tag role-${session.role}`, id: "who-role" }, fmt.title(session.role)),
-      owner && owner !== session.email ? [" in the account of ", h("strong", null, owner)] : null,
+      ...(owner && owner !== session.email ? [" in the account of ", h("strong", null, owner)] : []),
     );
+  }
+
+  /** Checkout, portal and cancel are the owner's (a key's role is not known here: the server
+   *  decides). */
+  function billingOwner() {
+    return !!key || !session || session.role === "owner";
   }
 
   function renderUpgrade(tiersRes) {
     const link = $("upgrade");
+    link.hidden = !billingOwner();
+    if (link.hidden) return;
     if (!usage || !tiersRes || !tiersRes.ok || !tiersRes.data) {
       link.href = "/#pricing";
       link.textContent = "See plans";

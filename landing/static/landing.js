@@ -292,14 +292,20 @@
     const seq = ++checkoutSeq;
     setBusy(btn);
     say($("checkout-status"), `Contacting ${PROVIDER_NAMES[provider]}…`);
-    // An e-mail that has an account checks out only with that account's key (billing answers
-    // 409 otherwise): send this tab's key. When it is another account's (403) or no longer
-    // valid (401), check out as a visitor instead (a new e-mail gets its own account).
+    // An e-mail that has an account checks out only with that account's key or its owner's
+    // session (billing answers 409 otherwise): send this tab's key, else the session's CSRF
+    // token with the cookie. When they are another account's (403) or no longer valid (401),
+    // check out as a visitor instead (a new e-mail gets its own account).
     const body = { tier: t.name, email };
     const key = S.session.get();
-    let res = await api("POST", `/billing/${provider}/checkout`, { body, key: key || undefined });
-    if (key && (res.status === 401 || res.status === 403)) {
-      res = await api("POST", `/billing/${provider}/checkout`, { body });
+    let csrf;
+    if (!key) {
+      const s = await api("GET", "/auth/session");
+      if (s.ok && s.data && typeof s.data.csrf_token === "string") csrf = s.data.csrf_token;
+    }
+    let res = await api("POST", `/billing/${provider}/checkout`, { body, key: key || undefined, csrf });
+    if ((key || csrf) && (res.status === 401 || res.status === 403)) {
+      res = await api("POST", `/billing/${provider}/checkout`, { body, anonymous: true });
     }
     if (seq !== checkoutSeq) return; // closed or another choice meanwhile
     if (res.status === 202) {

@@ -32,13 +32,10 @@
     say($("link-status"), "");
     $("link-status").hidden = true;
     say($("link-error-text"), text);
-    $("link-error-help").replaceChildren(
-      help || "",
-      retry ? " " : "",
-      retry ? h("button", { class: "btn btn-sm", type: "button", onclick: retry }, "Try again") : null,
-    );
-    $("link-error").hidden = false;
-    $("main").focus();
+    const parts = [help || ""];
+    if (retry) parts.push(" ", h("button", { class: "btn btn-sm", type: "button", onclick: retry }, "Try again"));
+    $("link-error-help").replaceChildren(...parts);
+    $("link-error").hidden = false; // the message is role="alert": announced without moving focus
   }
 
   function go(to) {

@@ -153,8 +153,8 @@
       ctx.signOut("This browser's session was ended. Sign in again to continue.", { local: true });
       return;
     }
+    await loadSessions(generation);
     ctx.status(`The session of ${name} was revoked.`);
-    loadSessions(generation);
   }
 
   async function loadSessions(gen) {
@@ -314,8 +314,8 @@
     }
     input.value = "";
     const to = (res.data && res.data.email) || email;
-    say($("members-status"), `Invitation sent to ${to} as ${(ROLE_LABELS[role] || role).toLowerCase()}.`);
     await loadMembers(generation);
+    say($("members-status"), `Invitation sent to ${to} as ${(ROLE_LABELS[role] || role).toLowerCase()}.`);
     input.focus();
   }
 
@@ -332,8 +332,8 @@
       return;
     }
     m.role = role;
+    await loadMembers(generation);
     say($("members-status"), `${m.email} is now ${(ROLE_LABELS[role] || role).toLowerCase()}.`);
-    loadMembers(generation);
   }
 
   async function onRemove(m, self, opener) {
@@ -357,8 +357,8 @@
       ctx.signOut("You left the account.", { local: true });
       return;
     }
+    await loadMembers(generation);
     say($("members-status"), `${m.email} was removed.`);
-    loadMembers(generation);
   }
 
   async function onCancelInvitation(inv, opener) {
@@ -376,8 +376,8 @@
       say($("members-error"), S.errorText(res, "Cancelling the invitation failed"));
       return;
     }
+    await loadMembers(generation);
     say($("members-status"), `The invitation of ${inv.email} was cancelled.`);
-    loadMembers(generation);
   }
 
   /* ---------- audit log ---------- */

@@ -1,0 +1,207 @@
+//! Accounts that belong to people (issue 14) in a real browser: Debian's Chromium, headless,
+//! driven by `tests/browser/accounts.mjs` (playwright-core) against the real engine, billing and
+//! gateway, with billing's mail going to the SMTP catcher of `stellar_tests::smtp`.
+//!
+//! Billing runs with `immediate_key` off, so sign-up, sign-in and invitations all go through a
+//! mailed link. The flow reads each link from a small mailbox this test serves on loopback
+//! (`GET /mail?to=<address>` → `{"mails":[{"subject","links"}]}`, in the order they arrived).
+//!
+//! Needs `/usr/bin/chromium` and Node.js, as `browser.rs` does (`npm ci` in `tests/browser` when
+//! its node_modules are missing). Screenshots land in `tests/browser/artifacts/accounts/`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use stellar_tests::smtp::SmtpCatcher;
+use stellar_tests::spawn::{free_addr, repo_root, Service, TempDir};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// A free tier with room for two keys and three people (the flow creates a second key and
+/// invites one member); a paid tier for the checkout modal.
+const TIERS: &str = r#"
+[free]
+max_memories = 5000
+max_agents = 1
+requests_per_minute = 120
+max_api_keys = 2
+max_members = 3
+price_usd = 0
+price_krw = 0
+
+[pro]
+max_memories = 50000
+max_agents = 5
+requests_per_minute = 300
+max_api_keys = 5
+max_members = 5
+price_usd = 29
+price_krw = 39000
+"#;
+
+/// The mailbox the flow polls: every caught mail to `to`, oldest first.
+async fn mailbox(catcher: Arc<SmtpCatcher>) -> String {
+    async fn mail(
+        State(c): State<Arc<SmtpCatcher>>,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> Json<Value> {
+        let to = q.get("to").cloned().unwrap_or_default();
+        let mails: Vec<Value> = c
+            .messages_to(&to)
+            .iter()
+            .map(|m| {
+                let m = m.mail();
+                json!({"subject": m.header("subject"), "links": m.links()})
+            })
+            .collect();
+        Json(json!({ "mails": mails }))
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind mailbox");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = Router::new().route("/mail", get(mail)).with_state(catcher);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+/// The browser driver's dependencies: `npm ci` once, when playwright-core is not installed.
+async fn npm_ci_once(dir: &Path) {
+    if dir
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
+        return;
+    }
+    let status = tokio::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .status()
+        .await
+        .expect("npm must be installed (apt-get install -y nodejs npm)");
+    assert!(status.success(), "npm ci in {} failed", dir.display());
+}
+
+fn start(bin: &str, env: Vec<(&str, String)>, health: String) -> Service {
+    tokio::task::block_in_place(|| Service::start(bin, &env, &health))
+        .unwrap_or_else(|e| panic!("{bin} starts: {e}"))
+}
+
+fn last_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn people_sign_up_sign_in_and_invite_in_chromium() {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: `apt-get install -y chromium` (the browser tests never download one)"
+    );
+    let dir = repo_root().join("tests").join("browser");
+    npm_ci_once(&dir).await;
+
+    let catcher = Arc::new(SmtpCatcher::start().await);
+    let mail_url = mailbox(catcher.clone()).await;
+
+    let tmp = TempDir::new("browser-accounts");
+    let tiers_file = tmp.path().join("tiers.toml");
+    std::fs::write(&tiers_file, TIERS).expect("write tiers");
+    let (engine_addr, billing_addr, gateway_addr, gateway_metrics) =
+        (free_addr(), free_addr(), free_addr(), free_addr());
+    let public = format!("http://{gateway_addr}");
+    let with = |extra: &[(&'static str, String)]| {
+        let mut env = vec![
+            ("STELLAR_DATA_DIR", tmp.path().display().to_string()),
+            ("STELLAR_TIERS_FILE", tiers_file.display().to_string()),
+            (
+                "STELLAR_DB_URL",
+                format!("sqlite://{}/accounts.db", tmp.path().display()),
+            ),
+            ("RUST_LOG", "info".to_string()),
+        ];
+        env.extend(extra.iter().cloned());
+        env
+    };
+
+    let engine = start(
+        "stellar-engine",
+        with(&[
+            ("STELLAR_ENGINE_ADDR", engine_addr.clone()),
+            ("STELLAR_ENGINE_METRICS_ADDR", free_addr()),
+        ]),
+        format!("http://{engine_addr}/api/v1/health"),
+    );
+    let billing = start(
+        "stellar-billing",
+        with(&[
+            ("STELLAR_BILLING_ADDR", billing_addr.clone()),
+            ("STELLAR_BILLING_METRICS_ADDR", free_addr()),
+            ("STELLAR_BILLING_PUBLIC_URL", public.clone()),
+            (
+                "STELLAR_BILLING_LANDING_DIR",
+                repo_root().join("landing").display().to_string(),
+            ),
+            ("STELLAR_AUTH_IMMEDIATE_KEY", "false".into()),
+            ("STELLAR_MAIL_SMTP_URL", catcher.url()),
+            ("STELLAR_MAIL_POLL_INTERVAL_SECS", "0.1".into()),
+        ]),
+        format!("http://{billing_addr}/healthz"),
+    );
+    let gateway = start(
+        "stellar-gateway",
+        with(&[
+            ("STELLAR_GATEWAY_ADDR", gateway_addr.clone()),
+            ("STELLAR_METRICS_ADDR", gateway_metrics.clone()),
+            ("STELLAR_GATEWAY_ENGINE_UPSTREAM", engine_addr.clone()),
+            ("STELLAR_GATEWAY_BILLING_UPSTREAM", billing_addr.clone()),
+        ]),
+        format!("http://{gateway_metrics}/healthz"),
+    );
+
+    let artifacts = std::env::var("STELLAR_ARTIFACTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| dir.join("artifacts").join("accounts"));
+    let _ = std::fs::remove_dir_all(&artifacts);
+
+    let run = tokio::process::Command::new("node")
+        .arg(dir.join("accounts.mjs"))
+        .current_dir(&dir)
+        .env("STELLAR_BASE_URL", &public)
+        .env("STELLAR_MAIL_URL", &mail_url)
+        .env("STELLAR_ARTIFACTS_DIR", &artifacts)
+        .env("STELLAR_CHROMIUM", CHROMIUM)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(240), run)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "accounts.mjs did not finish within 240 s\n--- billing log ---\n{}",
+                last_lines(&billing.log(), 60)
+            )
+        })
+        .expect("node must be installed (apt-get install -y nodejs npm)");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "accounts.mjs failed ({}); screenshots in {}; {} mail(s) caught\n--- billing log (tail) ---\n{}\n--- gateway log (tail) ---\n{}\n--- engine log (tail) ---\n{}",
+        out.status,
+        artifacts.display(),
+        catcher.messages().len(),
+        last_lines(&billing.log(), 60),
+        last_lines(&gateway.log(), 30),
+        last_lines(&engine.log(), 10),
+    );
+}
