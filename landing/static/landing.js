@@ -110,14 +110,26 @@
   }
 
   /** `/?subscribe=pro` (the dashboard's upgrade link) opens the modal for that tier. */
+  /** `/?checkout=sign-in&provider=…&tier=…`: a checkout link opened without a key or session
+   *  (billing sends no mail for a GET); the modal asks for the address. */
+  let signInCheckout = null;
+
   function openFromQuery() {
-    const want = new URLSearchParams(location.search).get("subscribe");
+    const want = signInCheckout ? signInCheckout.tier : new URLSearchParams(location.search).get("subscribe");
     if (!want) return;
     const t = tierList.find((x) => x.name === want && x.price_usd > 0);
     if (!t) return;
     const btn = document.querySelector(`[data-subscribe="${CSS.escape(t.name)}"]`);
     if (btn) btn.scrollIntoView({ block: "center" });
     openCheckout(t.name, btn);
+    if (signInCheckout) {
+      const via = PROVIDER_NAMES[signInCheckout.provider];
+      say(
+        $("checkout-status"),
+        `Enter your e-mail address${via ? ` and choose ${via}` : ""}: we send you a link that signs you in and continues to payment.`,
+      );
+      signInCheckout = null;
+    }
   }
 
   /* ---------- free key sign-up ---------- */
@@ -486,6 +498,10 @@
       const who = PROVIDER_NAMES[params.get("provider")] || "The payment provider";
       say($("banner"), `${who}: ${why}. Nothing was charged; you can try again below.`, "error");
       $("banner").setAttribute("role", "alert");
+    }
+    if (outcome === "sign-in") {
+      signInCheckout = { tier: params.get("tier"), provider: params.get("provider") };
+      params.delete("tier");
     }
     if (outcome) {
       params.delete("checkout");

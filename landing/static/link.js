@@ -49,6 +49,8 @@
     $("link-key-value").textContent = key;
     $("link-curl").textContent = S.curlExample(key);
     $("link-copy").onclick = (e) => S.copyText(key, e.currentTarget, $("link-key-value"));
+    // The link of a checkout goes on to the provider once the key is saved.
+    $("link-continue").textContent = /^\/billing\//.test(to) ? "Continue to payment" : "Continue";
     $("link-continue").onclick = () => {
       $("link-key-value").textContent = "";
       location.assign(to);

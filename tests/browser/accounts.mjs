@@ -200,7 +200,7 @@ async function flow() {
     await snap(owner, "signup-check-mail");
   });
 
-  await step("the checkout modal shows 'check your e-mail' for a 202", async () => {
+  await step("checkout without a session: the modal asks for the address, then 'check your e-mail' (202)", async () => {
     // No provider is configured here: the answers are stubbed to see what the page does with them.
     await owner.route("**/billing/tiers", async (route) => {
       const resp = await route.fetch();
@@ -211,9 +211,12 @@ async function flow() {
     await owner.route("**/billing/stripe/checkout", (route) =>
       route.fulfill({ status: 202, contentType: "application/json", body: '{"detail":"Check your e-mail to continue"}' }),
     );
-    await owner.goto(`${BASE}/?subscribe=pro#pricing`);
-    const dlg = owner.getByRole("dialog", { name: /subscribe/i });
+    // Where billing sends a GET checkout without a key or session.
+    await owner.goto(`${BASE}/?checkout=sign-in&provider=stripe&tier=pro`);
+    const dlg = owner.getByRole("dialog", { name: /subscribe to pro/i });
     await dlg.waitFor();
+    await owner.locator("#checkout-status").filter({ hasText: /e-mail address and choose Stripe/ }).waitFor();
+    expect(!new URL(owner.url()).searchParams.has("checkout"), `the address is cleaned up: ${owner.url()}`);
     await owner.locator("#checkout-email").fill(`buyer-${tag}@example.com`);
     await dlg.getByRole("button", { name: /stripe/i }).click();
     await owner.locator("#checkout-sent").waitFor({ state: "visible" });

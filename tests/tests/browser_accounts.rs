@@ -24,27 +24,23 @@ use stellar_tests::spawn::{free_addr, repo_root, Service, TempDir};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// A free tier with room for two keys and three people (the flow creates a second key and
-/// invites one member); a paid tier for the checkout modal.
-const TIERS: &str = r#"
-[free]
-max_memories = 5000
-max_agents = 1
-requests_per_minute = 120
-max_api_keys = 2
-max_members = 3
-price_usd = 0
-price_krw = 0
-
-[pro]
-max_memories = 50000
-max_agents = 5
-requests_per_minute = 300
-max_api_keys = 5
-max_members = 5
-price_usd = 29
-price_krw = 39000
-"#;
+/// The product's tier table (`config/tiers.toml`), except that the free tier has room for two
+/// keys and three people: the flow creates a second key and invites one member.
+fn tiers_toml() -> String {
+    let path = repo_root().join("config").join("tiers.toml");
+    let mut tiers: toml::Table = std::fs::read_to_string(&path)
+        .expect("read config/tiers.toml")
+        .parse()
+        .expect("parse config/tiers.toml");
+    let first = tiers.keys().next().cloned().expect("a first tier");
+    let free = tiers
+        .get_mut(&first)
+        .and_then(toml::Value::as_table_mut)
+        .expect("the first tier is a table");
+    free.insert("max_api_keys".into(), 2.into());
+    free.insert("max_members".into(), 3.into());
+    toml::to_string(&tiers).expect("tiers as TOML")
+}
 
 /// The mailbox the flow polls: every caught mail to `to`, oldest first.
 async fn mailbox(catcher: Arc<SmtpCatcher>) -> String {
@@ -115,7 +111,7 @@ async fn people_sign_up_sign_in_and_invite_in_chromium() {
 
     let tmp = TempDir::new("browser-accounts");
     let tiers_file = tmp.path().join("tiers.toml");
-    std::fs::write(&tiers_file, TIERS).expect("write tiers");
+    std::fs::write(&tiers_file, tiers_toml()).expect("write tiers");
     let (engine_addr, billing_addr, gateway_addr, gateway_metrics) =
         (free_addr(), free_addr(), free_addr(), free_addr());
     let public = format!("http://{gateway_addr}");
