@@ -6,6 +6,7 @@ use crate::identity::audit::{action, Event};
 use crate::identity::{people, Actor, IdTx, Role};
 use crate::subscription::Status;
 use chrono::{DateTime, Utc};
+use stellar_common::accounts::KeyScope;
 use stellar_common::keys::{self, NewKey};
 use stellar_common::{with_db, Db};
 use uuid::Uuid;
@@ -126,7 +127,7 @@ pub async fn create_account(
             .bind(uid).bind(email).bind(now).execute(&mut *tx).await?;
         let owner = Actor { member_id: uid, email: email.to_string(), label: email.to_string(), ip: None };
         tx.audit(&Event::by(&owner, uid, action::ACCOUNT_CREATED, None)).await?;
-        tx.insert_key(kid, uid, &key, Some("Default"), &owner, now).await?;
+        tx.insert_key(kid, uid, &key, Some("Default"), &KeyScope::default(), &owner, now).await?;
         tx.audit(&Event::by(&owner, uid, action::KEY_CREATED, Some(key.display_prefix.clone()))).await?;
         tx.commit().await?;
     });
@@ -176,11 +177,15 @@ pub struct KeyInfo {
     pub last_used_at: Option<DateTime<Utc>>,
     /// The address of the person who created the key (null for keys from before teams).
     pub created_by_email: Option<String>,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub scope: KeyScope,
 }
 
 pub async fn list_keys(db: &Db, user: Uuid) -> sqlx::Result<Vec<KeyInfo>> {
     with_db!(db, p => sqlx::query_as::<_, KeyInfo>(
-        "SELECT id, name, key_prefix, is_active, created_at, last_used_at, created_by_email FROM api_keys WHERE user_id = $1 \
+        "SELECT id, name, key_prefix, is_active, created_at, last_used_at, created_by_email, \
+         read_only, agent, expires_at, requests_per_minute FROM api_keys WHERE user_id = $1 \
          ORDER BY is_active DESC, created_at DESC")
         .bind(user).fetch_all(p).await)
 }
@@ -192,6 +197,7 @@ pub async fn create_key(
     db: &Db,
     user: Uuid,
     name: &str,
+    scope: &KeyScope,
     by: &Actor,
     limit_for: impl Fn(&str) -> u32,
 ) -> ApiResult<(KeyInfo, NewKey)> {
@@ -209,7 +215,7 @@ pub async fn create_key(
             return Err(ApiError::Forbidden(format!(
                 "API key limit reached: the {tier} tier allows {limit} active key(s); revoke one or upgrade")));
         }
-        tx.insert_key(kid, user, &key, Some(name), by, now).await?;
+        tx.insert_key(kid, user, &key, Some(name), scope, by, now).await?;
         tx.audit(&Event::by(by, user, action::KEY_CREATED, Some(key.display_prefix.clone()))).await?;
         tx.commit().await?;
     });
@@ -221,6 +227,7 @@ pub async fn create_key(
         created_at: now,
         last_used_at: None,
         created_by_email: Some(by.email.clone()),
+        scope: scope.clone(),
     };
     Ok((info, key))
 }
@@ -316,10 +323,19 @@ pub async fn rotate_key(
     db: &Db,
     user: Uuid,
     key_id: Uuid,
+    overlap: Option<chrono::Duration>,
     by: &Actor,
 ) -> sqlx::Result<Option<Rotated>> {
     let (kid, now, key) = (Uuid::new_v4(), Utc::now(), keys::generate());
-    let name: Option<String> = with_db!(db, p => {
+    type Old = (
+        String,
+        Option<String>,
+        bool,
+        Option<String>,
+        Option<DateTime<Utc>>,
+        Option<i32>,
+    );
+    let (name, scope) = with_db!(db, p => {
         let mut tx = p.begin().await?;
         // Written first, as in create_key/revoke_key: serialises key changes of the account.
         let found: Option<String> = sqlx::query_scalar("UPDATE users SET updated_at = $2 WHERE id = $1 RETURNING tier")
@@ -328,18 +344,33 @@ pub async fn rotate_key(
             tx.rollback().await?;
             return Ok(None);
         }
-        let old: Option<(String, Option<String>)> = sqlx::query_as(
-            "UPDATE api_keys SET is_active = FALSE WHERE id = $1 AND user_id = $2 AND is_active = TRUE RETURNING key_hash, name")
+        let old: Option<Old> = sqlx::query_as(
+            "SELECT key_hash, name, read_only, agent, expires_at, requests_per_minute FROM api_keys \
+             WHERE id = $1 AND user_id = $2 AND is_active = TRUE")
             .bind(key_id).bind(user).fetch_optional(&mut *tx).await?;
-        let Some((old_hash, name)) = old else {
+        let Some((old_hash, name, read_only, agent, expires_at, requests_per_minute)) = old else {
             tx.rollback().await?;
             return Ok(None);
         };
-        tx.feed_revoked(user, &old_hash, now).await?;
-        tx.insert_key(kid, user, &key, name.as_deref(), by, now).await?;
+        // The replacement has the old key's scope; the old key stops now, or at the end of the
+        // overlap (never later than its own expiry).
+        let scope = KeyScope { read_only, agent, expires_at, requests_per_minute };
+        match overlap.filter(|d| *d > chrono::Duration::zero()) {
+            None => {
+                sqlx::query("UPDATE api_keys SET is_active = FALSE WHERE id = $1").bind(key_id).execute(&mut *tx).await?;
+                tx.feed_revoked(user, &old_hash, now).await?;
+            }
+            Some(d) => {
+                let until = expires_at.map_or(now + d, |t| t.min(now + d));
+                sqlx::query("UPDATE api_keys SET expires_at = $2 WHERE id = $1").bind(key_id).bind(until).execute(&mut *tx).await?;
+                sqlx::query(stellar_common::feed::APPEND_SQL).bind(Some(user)).bind(Some(old_hash.as_str()))
+                    .bind(stellar_common::feed::kind::KEY_CHANGED).bind(now).execute(&mut *tx).await?;
+            }
+        }
+        tx.insert_key(kid, user, &key, name.as_deref(), &scope, by, now).await?;
         tx.audit(&Event::by(by, user, action::KEY_ROTATED, Some(format!("{key_id} -> {}", key.display_prefix)))).await?;
         tx.commit().await?;
-        name
+        (name, scope)
     });
     let info = KeyInfo {
         id: kid,
@@ -349,6 +380,7 @@ pub async fn rotate_key(
         created_at: now,
         last_used_at: None,
         created_by_email: Some(by.email.clone()),
+        scope,
     };
     Ok(Some(Rotated {
         info,

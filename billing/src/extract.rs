@@ -168,6 +168,16 @@ async fn by_key(parts: &Parts, state: &AppState, key: &str) -> Result<Auth, ApiE
     let p = stellar_common::accounts::principal_by_hash(&state.db, &keys::hash_hex(key))
         .await?
         .ok_or(ApiError::Unauthorized("Invalid API key"))?;
+    if p.scope.expired(chrono::Utc::now()) {
+        return Err(ApiError::Unauthorized("API key expired"));
+    }
+    // A scoped key reads the account but never changes it: otherwise a read-only, agent-bound
+    // or expiring key could mint itself an unrestricted one.
+    if !p.scope.is_unrestricted() && !matches!(parts.method, Method::GET | Method::HEAD) {
+        return Err(ApiError::Forbidden(
+            "This key is scoped: it cannot change the account (use an unrestricted key, or sign in)".into(),
+        ));
+    }
     type Row = (String, String, Option<Uuid>, Option<String>, Option<String>);
     let row: Option<Row> = with_db!(&state.db, pool => sqlx::query_as(
         "SELECT u.email, k.key_prefix, k.created_by, m.role, m.email FROM api_keys k \

@@ -17,7 +17,10 @@
 //!   redirects and confirmation), `webhooks`, `pages` (landing, dashboard, static files);
 //!   `tests` drives the router in-process with `oneshot`.
 //! - `extract`: extractors whose rejections are our JSON errors; `error`: `ApiError` → JSON.
-//! - `accounts`: users, API keys and usage, each write with its change-feed row.
+//! - `accounts`: users, API keys and usage, each write with its change-feed row;
+//!   `key_scope`: scoped keys (read-only, agent, expiry, own rate).
+//! - `identity/`: people — sign-up and sign-in links, sessions, members and roles, audit log,
+//!   abuse limits (its `mod.rs` maps the files).
 //! - `subscription/`: the state machine. `status` (`Status`, the stored status type), `decide`
 //!   (the pure transition function: start reading here), `apply` (the transaction, effects,
 //!   the expiry sweep).
@@ -33,6 +36,7 @@ pub mod crypto;
 pub mod error;
 pub mod extract;
 pub mod identity;
+pub mod key_scope;
 pub mod mail;
 pub mod metrics;
 pub mod money;

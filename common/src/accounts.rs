@@ -11,9 +11,43 @@ pub struct Principal {
     pub key_id: Uuid,
     /// Tier name as stored; map it with [`crate::Tiers::get_or_default`].
     pub tier: String,
+    /// The key's own restrictions (scoped keys); all empty for an unrestricted key.
+    #[sqlx(flatten)]
+    pub scope: KeyScope,
 }
 
-const PRINCIPAL_SQL: &str = "SELECT k.user_id AS user_id, k.id AS key_id, u.tier AS tier \
+/// What a key may do beyond its account's limits: read-only, one agent, an expiry, its own
+/// requests per minute. The gateway enforces it from the cached principal; billing too.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct KeyScope {
+    pub read_only: bool,
+    pub agent: Option<String>,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub requests_per_minute: Option<i32>,
+}
+
+impl KeyScope {
+    pub fn is_unrestricted(&self) -> bool {
+        *self == KeyScope::default()
+    }
+
+    /// Whether the key has expired at `now`.
+    pub fn expired(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+}
+
+/// An agent name (`X-Stellar-Agent`, a key's bound agent): 1–64 of `A-Z a-z 0-9 . _ : -`.
+pub fn valid_agent(a: &str) -> bool {
+    !a.is_empty()
+        && a.len() <= 64
+        && a.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+const PRINCIPAL_SQL: &str = "SELECT k.user_id AS user_id, k.id AS key_id, u.tier AS tier, \
+     k.read_only AS read_only, k.agent AS agent, k.expires_at AS expires_at, \
+     k.requests_per_minute AS requests_per_minute \
      FROM api_keys k JOIN users u ON u.id = k.user_id \
      WHERE k.key_hash = $1 AND k.is_active = TRUE";
 
@@ -51,7 +85,8 @@ mod tests {
             Principal {
                 user_id: uid,
                 key_id: kid,
-                tier: "pro".into()
+                tier: "pro".into(),
+                scope: KeyScope::default(),
             }
         );
         assert!(

@@ -21,6 +21,8 @@ pub mod kind {
     pub const KEY_CREATED: &str = "key_created";
     pub const KEY_REVOKED: &str = "key_revoked";
     pub const TIER_CHANGED: &str = "tier_changed";
+    /// A key's scope changed (gateways drop its cached principal).
+    pub const KEY_CHANGED: &str = "key_changed";
 }
 
 /// One row of the feed.

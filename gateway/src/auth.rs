@@ -22,15 +22,57 @@ use uuid::Uuid;
 pub struct Principal {
     pub user_id: Uuid,
     pub key_id: Uuid,
-    pub tier: Arc<Tier>,
-    /// The tier's header values and metric handles.
+    /// The tier (as [`Principal::tier`]), its header values and metric handles.
     pub meta: Arc<TierMeta>,
     /// This key's requests not yet written to the account DB (see [`crate::usage`]).
     pub usage: KeyUsage,
+    /// A scoped key's restrictions (boxed: an unrestricted key, the common case, pays one
+    /// pointer).
+    pub scope: Option<Box<Scope>>,
     /// End of its time in the cache: milliseconds on [`AuthCache`]'s clock. (The time-to-live
     /// is checked here rather than by moka: moka's own TTL costs ~30 bytes per entry, and this
     /// field fits in the padding of the principal's allocation.)
     expires_ms: u64,
+}
+
+impl Principal {
+    pub fn tier(&self) -> &Arc<Tier> {
+        &self.meta.tier
+    }
+}
+
+/// A scoped key's restrictions in the form the hot path checks ([`crate::proxy`]'s `scope`).
+#[derive(Debug)]
+pub struct Scope {
+    pub read_only: bool,
+    pub agent: Option<Box<str>>,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+    /// The key's own bucket: its requests per minute, never above the tier's.
+    pub rate: Option<crate::limits::Rate>,
+}
+
+impl Scope {
+    fn of(s: &stellar_common::accounts::KeyScope, tier: &Tier) -> Option<Box<Scope>> {
+        if s.is_unrestricted() {
+            return None;
+        }
+        let rate = s.requests_per_minute.map(|n| {
+            let per_minute = u32::try_from(n.max(1))
+                .unwrap_or(1)
+                .min(tier.requests_per_minute);
+            crate::limits::Rate {
+                per_minute,
+                burst: per_minute.min(tier.burst),
+            }
+        });
+        Some(Box::new(Scope {
+            read_only: s.read_only,
+            agent: s.agent.as_deref().map(Into::into),
+            expires_at: s.expires_at.map(|t| t.timestamp()),
+            rate,
+        }))
+    }
 }
 
 /// Why a request has no usable key (before any lookup).
@@ -239,8 +281,8 @@ impl AuthCache {
             let principal = Arc::new(Principal {
                 user_id: p.user_id,
                 key_id: p.key_id,
+                scope: Scope::of(&p.scope, &tier),
                 meta: self.metas.get(&tier),
-                tier,
                 usage: KeyUsage::default(),
                 expires_ms: self.now_ms().saturating_add(self.ttl_ms),
             });
@@ -518,7 +560,7 @@ mod tests {
         let Auth::Ok(p) = a else { panic!("{a:?}") };
         assert_eq!(o, CacheOutcome::Miss);
         assert_eq!(
-            (p.user_id, p.key_id, p.tier.name.as_str()),
+            (p.user_id, p.key_id, p.tier().name.as_str()),
             (uid, kid, "pro")
         );
         assert_eq!(p.meta.name, "pro");
@@ -697,6 +739,7 @@ mod tests {
         assert_eq!(last.unwrap().timestamp(), h + 7200);
         // A principal is 64 bytes (80 with its reference counts: one allocation size class
         // below what a lock around the counter cost; 100,000 of them are in the memory budget).
+        // The tier lives in its TierMeta and a key's scope behind one pointer to stay there.
         assert!(
             std::mem::size_of::<Principal>() <= 64,
             "{}",

@@ -12,6 +12,7 @@ pub const QUOTA_EXCEEDED_TYPE: &str =
 /// Our own problem types (documentation anchors).
 pub const MEMORY_LIMIT_TYPE: &str = "https://stellar-gate.dev/problems#memory-limit-exceeded";
 pub const AGENT_LIMIT_TYPE: &str = "https://stellar-gate.dev/problems#agent-limit-exceeded";
+pub const KEY_SCOPE_TYPE: &str = "https://stellar-gate.dev/problems#key-scope";
 
 /// Why the gateway answers a request itself.
 #[derive(Debug, Clone)]
@@ -19,6 +20,14 @@ pub enum Reject {
     MissingKey,
     MalformedKey,
     UnknownKey,
+    /// A scoped key past its expiry.
+    ExpiredKey,
+    /// A scoped key asked for something outside its scope: `scope` names the restriction
+    /// (`read_only`, `agent`).
+    KeyScope {
+        scope: &'static str,
+        detail: String,
+    },
     /// The account DB is unreachable and the principal is not cached.
     AuthUnavailable,
     RateLimited {
@@ -62,8 +71,10 @@ pub enum Reject {
 impl Reject {
     pub fn status(&self) -> u16 {
         match self {
-            Reject::MissingKey | Reject::MalformedKey | Reject::UnknownKey => 401,
-            Reject::MemoryQuota { .. } | Reject::AgentLimit { .. } => 403,
+            Reject::MissingKey | Reject::MalformedKey | Reject::UnknownKey | Reject::ExpiredKey => {
+                401
+            }
+            Reject::MemoryQuota { .. } | Reject::AgentLimit { .. } | Reject::KeyScope { .. } => 403,
             Reject::InvalidAgent | Reject::BadRequest(_) => 400,
             Reject::MethodNotAllowed => 405,
             Reject::TooManyConnections => 429,
@@ -83,6 +94,8 @@ impl Reject {
             Reject::MissingKey => "missing_key",
             Reject::MalformedKey => "malformed_key",
             Reject::UnknownKey => "unknown_key",
+            Reject::ExpiredKey => "expired_key",
+            Reject::KeyScope { .. } => "key_scope",
             Reject::AuthUnavailable => "auth_unavailable",
             Reject::RateLimited { .. } => "rate_limited",
             Reject::MemoryQuota { .. } => "memory_quota",
@@ -172,6 +185,17 @@ impl Reject {
                     "tier": tier,
                     "next_tier": next_tier,
                     "violated-policies": [tier],
+                }),
+                PROBLEM,
+            ),
+            Reject::ExpiredKey => (json!({"detail": "API key expired"}), JSON),
+            Reject::KeyScope { scope, detail } => (
+                json!({
+                    "type": KEY_SCOPE_TYPE,
+                    "title": "Outside the key's scope",
+                    "status": 403,
+                    "detail": detail,
+                    "scope": scope,
                 }),
                 PROBLEM,
             ),

@@ -24,14 +24,7 @@ use std::time::Duration;
 use stellar_common::{with_db, Db};
 use uuid::Uuid;
 
-/// A valid agent name: 1–64 of `A-Z a-z 0-9 . _ : -`. Anything else is refused (400) rather
-/// than passed to the engine, which uses it as a storage sub-space.
-pub fn valid_agent(a: &str) -> bool {
-    !a.is_empty()
-        && a.len() <= 64
-        && a.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-}
+pub use stellar_common::accounts::valid_agent;
 
 /// Outcome of a reservation attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -70,7 +70,10 @@ pub fn route_index(r: Route) -> usize {
 pub struct TierMeta {
     /// The policy / tier label.
     pub name: String,
-    pub rate: Rate,
+    /// The tier (for a policy that is not a tier, such as the per-IP bucket, one with its rate
+    /// and no other allowance). Principals reach their tier through here, which keeps a cached
+    /// principal at 64 bytes.
+    pub tier: Arc<Tier>,
     /// `X-RateLimit-Limit` and `RateLimit-Policy`, constant per policy, as written on the wire.
     constant_fields: Vec<u8>,
     /// `gateway_limiter_decisions_total{tier, decision, backend}`, by [allowed/denied][backend].
@@ -89,6 +92,23 @@ impl std::fmt::Debug for TierMeta {
 
 impl TierMeta {
     pub fn new(name: &str, rate: Rate) -> TierMeta {
+        let tier = Tier {
+            name: name.to_string(),
+            max_memories: 0,
+            max_agents: 0,
+            requests_per_minute: rate.per_minute,
+            burst: rate.burst,
+            max_api_keys: 0,
+            max_members: 0,
+            price_usd: 0,
+            price_krw: 0,
+        };
+        TierMeta::with_tier(Arc::new(tier), rate)
+    }
+
+    fn with_tier(tier: Arc<Tier>, rate: Rate) -> TierMeta {
+        let name = tier.name.clone();
+        let name = name.as_str();
         let mut constant_fields = Vec::new();
         h1::put_field(
             &mut constant_fields,
@@ -112,16 +132,16 @@ impl TierMeta {
         };
         TierMeta {
             name: name.to_string(),
-            rate,
+            tier,
             constant_fields,
             limiter: [backends("allowed"), backends("denied")],
             requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
         }
     }
 
-    pub fn for_tier(t: &Tier) -> TierMeta {
-        TierMeta::new(
-            &t.name,
+    pub fn for_tier(t: &Arc<Tier>) -> TierMeta {
+        TierMeta::with_tier(
+            t.clone(),
             Rate {
                 per_minute: t.requests_per_minute,
                 burst: t.burst,
@@ -199,13 +219,9 @@ impl TierMetas {
     }
 
     /// The entry of `tier` (built on the spot for a tier unknown at start).
-    pub fn get(&self, tier: &Tier) -> Arc<TierMeta> {
+    pub fn get(&self, tier: &Arc<Tier>) -> Arc<TierMeta> {
         match self.by_name.get(&tier.name) {
-            Some(m)
-                if m.rate.per_minute == tier.requests_per_minute && m.rate.burst == tier.burst =>
-            {
-                m.clone()
-            }
+            Some(m) if *m.tier == **tier => m.clone(),
             _ => Arc::new(TierMeta::for_tier(tier)),
         }
     }

@@ -182,6 +182,34 @@ fn hex(c: u8) -> Option<u8> {
 
 /// Classify a request by method and path (the target without its query). Callers with a raw
 /// request target use [`classify_target`], which checks it first.
+/// Whether a read-only key may make this request: the engine's reads (recall, memories, timeline,
+/// narrate, stats, events, health, and the read-only analysis routes). Everything else — store,
+/// forget, optimize, rollback, any path the gateway does not know — needs a read-write key.
+pub fn is_read(method: &str, path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/api/v1/") else {
+        return false;
+    };
+    let rest = rest.trim_end_matches('/');
+    match method {
+        "GET" | "HEAD" => {
+            matches!(
+                rest,
+                "recall"
+                    | "recall/confident"
+                    | "memories"
+                    | "timeline"
+                    | "stats"
+                    | "events"
+                    | "health"
+                    | "introspect"
+                    | "contradictions"
+            )
+        }
+        "POST" => rest == "narrate",
+        _ => false,
+    }
+}
+
 pub fn classify(method: &str, path: &str) -> Route {
     if let Some(rest) = path.strip_prefix("/api/v1") {
         if !(rest.is_empty() || rest.starts_with('/')) {
@@ -221,6 +249,33 @@ fn is_checkout(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_are_an_allow_list() {
+        for (m, p) in [
+            ("GET", "/api/v1/recall"),
+            ("GET", "/api/v1/memories/"),
+            ("HEAD", "/api/v1/stats"),
+            ("GET", "/api/v1/events"),
+            ("GET", "/api/v1/timeline"),
+            ("POST", "/api/v1/narrate"),
+            ("GET", "/api/v1/recall/confident"),
+        ] {
+            assert!(is_read(m, p), "{m} {p}");
+        }
+        for (m, p) in [
+            ("POST", "/api/v1/store"),
+            ("DELETE", "/api/v1/forget/1"),
+            ("POST", "/api/v1/optimize"),
+            ("POST", "/api/v1/recall"),
+            ("GET", "/api/v1/unknown"),
+            ("GET", "/api/v1recall"),
+            ("PUT", "/api/v1/memories"),
+            ("GET", "/auth/usage"),
+        ] {
+            assert!(!is_read(m, p), "{m} {p}");
+        }
+    }
 
     #[test]
     fn all_routes_in_index_order() {

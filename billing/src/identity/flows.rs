@@ -16,6 +16,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::mail::{self, Template};
 use crate::settings::Settings;
 use chrono::{DateTime, Duration, Utc};
+use stellar_common::accounts::KeyScope;
 use stellar_common::keys;
 use stellar_common::{with_db, Db};
 use uuid::Uuid;
@@ -188,7 +189,7 @@ pub async fn open(db: &Db, s: &Settings, token: &str, client: &Client) -> ApiRes
                     .bind(account).fetch_one(&mut *tx).await?;
                 if active == 0 {
                     let key = keys::generate();
-                    tx.insert_key(Uuid::new_v4(), account, &key, Some("Default"), &actor, now).await?;
+                    tx.insert_key(Uuid::new_v4(), account, &key, Some("Default"), &KeyScope::default(), &actor, now).await?;
                     tx.audit(&Event::by(&actor, account, action::KEY_CREATED, Some(key.display_prefix.clone()))).await?;
                     api_key = Some(key.plaintext);
                 }

@@ -7,6 +7,7 @@ use super::Actor;
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Sqlite, Transaction};
 use std::future::Future;
+use stellar_common::accounts::KeyScope;
 use stellar_common::feed::{self, APPEND_SQL};
 use stellar_common::keys::NewKey;
 use uuid::Uuid;
@@ -48,13 +49,16 @@ pub trait IdTx: Send {
         &mut self,
         s: &SessionInsert<'_>,
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    /// Insert an active key created by `by` and its change-feed row (`key_created`).
+    /// Insert an active key created by `by` with `scope`, and its change-feed row
+    /// (`key_created`).
+    #[allow(clippy::too_many_arguments)]
     fn insert_key(
         &mut self,
         id: Uuid,
         account: Uuid,
         key: &NewKey,
         name: Option<&str>,
+        scope: &KeyScope,
         by: &Actor,
         now: DateTime<Utc>,
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
@@ -129,12 +133,14 @@ macro_rules! id_tx {
                 account: Uuid,
                 key: &NewKey,
                 name: Option<&str>,
+                scope: &KeyScope,
                 by: &Actor,
                 now: DateTime<Utc>,
             ) -> sqlx::Result<()> {
                 sqlx::query(
-                    "INSERT INTO api_keys (id, user_id, key_hash, key_prefix, name, is_active, created_at, created_by, created_by_email) \
-                     VALUES ($1, $2, $3, $4, $5, TRUE, $6, $7, $8)",
+                    "INSERT INTO api_keys (id, user_id, key_hash, key_prefix, name, is_active, created_at, created_by, created_by_email, \
+                     read_only, agent, expires_at, requests_per_minute) \
+                     VALUES ($1, $2, $3, $4, $5, TRUE, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(id)
                 .bind(account)
@@ -144,6 +150,10 @@ macro_rules! id_tx {
                 .bind(now)
                 .bind(by.member_id)
                 .bind(&by.email)
+                .bind(scope.read_only)
+                .bind(scope.agent.as_deref())
+                .bind(scope.expires_at)
+                .bind(scope.requests_per_minute)
                 .execute(&mut **self)
                 .await?;
                 sqlx::query(APPEND_SQL)

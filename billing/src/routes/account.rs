@@ -2,13 +2,15 @@
 
 use crate::accounts::{self, Revoked};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_json, Auth, RawBody};
+use crate::extract::{parse_json, Auth, JsonBody, RawBody};
+use crate::key_scope::{self, ScopeFields};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use stellar_common::accounts::KeyScope;
 use uuid::Uuid;
 
 pub async fn list_keys(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
@@ -16,10 +18,33 @@ pub async fn list_keys(State(st): State<AppState>, auth: Auth) -> ApiResult<Json
     Ok(Json(json!({ "keys": keys })))
 }
 
-#[derive(Deserialize, Default)]
-pub struct CreateKeyBody {
-    #[serde(default)]
-    name: Option<String>,
+/// An optional JSON body: none (or only whitespace) is `T::default()`.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(raw: &[u8]) -> ApiResult<T> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse_json(raw)
+    }
+}
+
+fn key_name(raw: Option<&str>) -> ApiResult<Option<String>> {
+    let Some(name) = raw.map(str::trim) else {
+        return Ok(None);
+    };
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable(
+            "Key name must be 1–100 printable characters".into(),
+        ));
+    }
+    Ok(Some(name.to_string()))
+}
+
+fn key_json(info: &accounts::KeyInfo, plaintext: Option<&str>) -> Value {
+    let mut v = json!(info);
+    if let Some(k) = plaintext {
+        v["api_key"] = json!(k);
+    }
+    v
 }
 
 pub async fn create_key(
@@ -27,25 +52,14 @@ pub async fn create_key(
     auth: Auth,
     RawBody(raw): RawBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    // The body is optional: no body means the default name.
-    let body: CreateKeyBody = if raw.iter().all(u8::is_ascii_whitespace) {
-        CreateKeyBody::default()
-    } else {
-        parse_json(&raw)?
-    };
-    let name = body.name.map(|n| n.trim().to_string()).unwrap_or_default();
-    let name = if name.is_empty() {
-        "Default".to_string()
-    } else {
-        name
-    };
-    if name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::Unprocessable(
-            "Key name must be 1–100 printable characters".into(),
-        ));
-    }
+    // The body is optional: no body means the default name and an unrestricted key.
+    let body: ScopeFields = optional_body(&raw)?;
+    let name = key_name(body.name.as_deref().filter(|n| !n.trim().is_empty()))?
+        .unwrap_or_else(|| "Default".to_string());
+    let tier = st.settings.tiers.get_or_default(&auth.tier).clone();
+    let scope = key_scope::apply(&KeyScope::default(), &body, &tier, chrono::Utc::now())?;
     let tiers = st.settings.tiers.clone();
-    let (info, key) = accounts::create_key(&st.db, auth.user_id, &name, &auth.actor, |t| {
+    let (info, key) = accounts::create_key(&st.db, auth.user_id, &name, &scope, &auth.actor, |t| {
         tiers.get_or_default(t).max_api_keys
     })
     .await?;
@@ -55,10 +69,42 @@ pub async fn create_key(
         .inc();
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({"id": info.id, "name": info.name, "key_prefix": info.key_prefix, "api_key": key.plaintext, "created_at": info.created_at}),
-        ),
+        Json(key_json(&info, Some(&key.plaintext))),
     ))
+}
+
+/// `PATCH /auth/api-keys/{id}`: change a key's name or scope; gateways apply it within a second.
+pub async fn update_key(
+    State(st): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ScopeFields>,
+) -> ApiResult<Json<Value>> {
+    let not_found = || ApiError::NotFound("Key not found".into());
+    let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let name = key_name(body.name.as_deref())?;
+    accounts::may_change_key(&st.db, auth.user_id, id, &auth.actor, auth.role).await?;
+    let (current, hash) = key_scope::current(&st.db, auth.user_id, id)
+        .await?
+        .ok_or_else(not_found)?;
+    let tier = st.settings.tiers.get_or_default(&auth.tier).clone();
+    let scope = key_scope::apply(&current, &body, &tier, chrono::Utc::now())?;
+    key_scope::update(
+        &st.db,
+        auth.user_id,
+        id,
+        &hash,
+        &scope,
+        name.as_deref(),
+        &auth.actor,
+    )
+    .await?;
+    let info = accounts::list_keys(&st.db, auth.user_id)
+        .await?
+        .into_iter()
+        .find(|k| k.id == id)
+        .ok_or_else(not_found)?;
+    Ok(Json(key_json(&info, None)))
 }
 
 /// The answer to `DELETE` of the account's last active key (docs/billing-api.md).
@@ -92,14 +138,33 @@ pub async fn revoke_key(
 
 /// Revoke a key and issue its replacement (same name) in one step: allowed at the tier's key
 /// limit, and the way to replace the last key.
+#[derive(Deserialize, Default)]
+pub struct RotateBody {
+    /// Seconds the old key keeps working (default 0: revoked at once; at most 30 days).
+    #[serde(default)]
+    overlap_secs: Option<i64>,
+}
+
 pub async fn rotate_key(
     State(st): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
+    RawBody(raw): RawBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("Key not found".into()))?;
+    // A body is optional (and was ignored before overlaps existed: an unreadable one still is).
+    let body: RotateBody = optional_body(&raw).unwrap_or_default();
+    let overlap = match body.overlap_secs {
+        None | Some(0) => None,
+        Some(n) if (1..=30 * 86_400).contains(&n) => Some(chrono::Duration::seconds(n)),
+        Some(_) => {
+            return Err(ApiError::Unprocessable(
+                "overlap_secs must be 0–2592000 (30 days)".into(),
+            ))
+        }
+    };
     accounts::may_change_key(&st.db, auth.user_id, id, &auth.actor, auth.role).await?;
-    let r = accounts::rotate_key(&st.db, auth.user_id, id, &auth.actor)
+    let r = accounts::rotate_key(&st.db, auth.user_id, id, overlap, &auth.actor)
         .await?
         .ok_or_else(|| ApiError::NotFound("Key not found".into()))?;
     st.metrics

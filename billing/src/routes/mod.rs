@@ -42,7 +42,10 @@ pub fn router(state: AppState) -> Router {
             "/auth/api-keys",
             get(account::list_keys).post(account::create_key),
         )
-        .route("/auth/api-keys/{id}", delete(account::revoke_key))
+        .route(
+            "/auth/api-keys/{id}",
+            delete(account::revoke_key).patch(account::update_key),
+        )
         .route("/auth/api-keys/{id}/rotate", post(account::rotate_key))
         .route("/auth/usage", get(account::usage))
         .route("/auth/usage/history", get(account::usage_history))

@@ -3,6 +3,7 @@
 //! quota on stores. [`Gateway::admit`] answers `None` (admitted) or the refusal to write.
 
 use super::request::{Ctx, Request};
+use super::scope;
 use super::Gateway;
 use crate::auth::{self, Auth, KeyProblem};
 use crate::errors::Reject;
@@ -116,7 +117,33 @@ impl Gateway {
             }
         };
         ctx.principal = Some(principal.clone());
-        let tier = principal.tier.clone();
+        let tier = principal.tier().clone();
+
+        // A scoped key: expiry, read-only, bound agent, then its own bucket.
+        let mut bound_agent = None;
+        if let Some(s) = principal.scope.as_deref() {
+            let path = stellar_proto::route::origin_path(req.head.target(&req.bytes)).unwrap_or("");
+            let agent = req.get(Name::XStellarAgent);
+            match scope::check(s, req.method(), path, agent, scope::unix_now()) {
+                Ok(a) => bound_agent = a,
+                Err(r) => return Some(r),
+            }
+            if let Some(rate) = s.rate {
+                let (d, backend) = match self.limiter.check_now(principal.key_id, rate) {
+                    Some(r) => r,
+                    None => self.limiter.check(principal.key_id, rate).await,
+                };
+                principal.meta.count_decision(d.allowed, backend);
+                if !d.allowed {
+                    ctx.rate = Some((principal.meta.clone(), d));
+                    return Some(Reject::RateLimited {
+                        policy: "key".into(),
+                        rate,
+                        decision: d,
+                    });
+                }
+            }
+        }
 
         // Step 5: the account's bucket.
         let rate = Rate {
@@ -138,7 +165,10 @@ impl Gateway {
         }
 
         // The agent (tenancy sub-space): validated, and at most the tier's number per account.
-        if let Some(v) = req.get(Name::XStellarAgent) {
+        if let Some(v) = bound_agent
+            .map(str::as_bytes)
+            .or(req.get(Name::XStellarAgent))
+        {
             let agent = match std::str::from_utf8(v) {
                 Ok(a) if quota::valid_agent(a) => a.to_string(),
                 _ => return Some(Reject::InvalidAgent),

@@ -5,7 +5,8 @@
 //! 1. [`conn`] — [`Conn::next_head`] reads the next request head (keep-alive, first-byte and
 //!    head deadlines); [`request`] reads the request line strictly and classifies it
 //!    ([`Ctx::new`]).
-//! 2. [`admit`] — steps 2–6: key, principal, bucket, agent, quota ([`Gateway::admit`]).
+//! 2. [`admit`] — steps 2–6: key, principal, a scoped key's limits ([`scope`]), bucket, agent,
+//!    quota ([`Gateway::admit`]).
 //! 3. [`rewrite`] — the upstream head from an allow-list, the client head from the upstream's.
 //! 4. [`relay`] — step 7: the body up (streamed, or re-framed when chunked), the answer down.
 //! 5. [`finish`] — the quota settled exactly once, metrics, the log line.
@@ -56,6 +57,7 @@ mod finish;
 mod relay;
 mod request;
 mod rewrite;
+mod scope;
 
 pub use conns::ConnsPerIp;
 
