@@ -333,6 +333,13 @@
     create.title = full ? "Your plan's key limit is reached" : "";
   }
 
+  /** The address of the account's owner (signed in by cookie: from the session's accounts). */
+  function accountOwner() {
+    const accounts = (session && session.accounts) || [];
+    const a = accounts.find((x) => String(x.account_id) === String(session.account_id));
+    return (a && a.owner_email) || (usage && usage.email) || null;
+  }
+
   function renderWho() {
     const who = $("who");
     if (key) {
@@ -340,8 +347,7 @@
       return;
     }
     if (!session) return;
-    const account = (session.accounts || []).find((a) => String(a.account_id) === String(session.account_id));
-    const owner = (account && account.owner_email) || (usage && usage.email);
+    const owner = accountOwner();
     who.replaceChildren(
       "Signed in as ",
       h("strong", { id: "who-email" }, session.email),
@@ -425,8 +431,12 @@
 
   function renderKeys(keys) {
     const body = $("keys-body");
-    // Signed in by e-mail with no working key (a new member, or every key revoked): say so.
-    $("no-keys").hidden = !!key || keys.some((k) => k.is_active);
+    // Signed in by e-mail without an active key of one's own (a new member, or every key
+    // revoked): offer one. Keys from before teams (no creator) are the owner's.
+    const me = !key && session ? session.email : null;
+    const owner = accountOwner();
+    const byOther = (k) => me && k.created_by_email && k.created_by_email !== me;
+    $("no-keys").hidden = !me || keys.some((k) => k.is_active && (k.created_by_email || owner) === me);
     if (!keys.length) {
       body.replaceChildren(h("tr", null, h("td", { colspan: "5" }, "No keys.")));
       return;
@@ -442,6 +452,7 @@
             { "data-label": "Name" },
             k.name || "Default",
             current ? h("span", { class: "tag" }, "this session") : null,
+            byOther(k) ? h("span", { class: "by" }, `by ${k.created_by_email}`) : null,
             k.is_active ? null : h("span", { class: "tag off" }, "revoked"),
           ),
           h("td", { "data-label": "Key" }, h("code", null, `${k.key_prefix}…`)),

@@ -12,7 +12,7 @@
 //   STELLAR_ARTIFACTS_DIR  where screenshots go (default tests/browser/artifacts/accounts)
 //   STELLAR_CHROMIUM       the browser binary (default /usr/bin/chromium); never downloaded
 //
-// Needs a first tier with max_members >= 2 and max_api_keys >= 2 (tests/tests/browser_accounts.rs
+// Needs a first tier with max_members >= 2 and max_api_keys >= 3 (tests/tests/browser_accounts.rs
 // writes one). Exits 0 when every check passed, else 1 with the failed check, failure.png and the
 // browsers' console output.
 
@@ -54,6 +54,7 @@ async function step(name, body) {
 async function snap(p, name) {
   shots += 1;
   const file = path.join(ART, `${String(shots).padStart(2, "0")}-${name}.png`);
+  await p.evaluate(() => window.scrollTo({ top: 0, behavior: "instant" })); // else the sticky header lands mid-page
   await p.screenshot({ path: file, fullPage: true, animations: "disabled" });
 }
 async function poll(what, probe, ms = 15000) {
@@ -335,7 +336,21 @@ async function flow() {
     await owner.locator("#account-view").waitFor({ state: "visible" });
   });
 
-  await step("invite a member", async () => {
+  await step("the future member has an account of their own (another browser)", async () => {
+    member = await person("member");
+    await member.goto(`${BASE}/#signup`);
+    await member.locator("#signup-email").fill(memberEmail);
+    await member.locator("#signup-submit").click();
+    await member.locator("#signup-sent").waitFor({ state: "visible" });
+    await member.goto(await linkFor(memberEmail, 1));
+    await member.locator("#link-key").waitFor({ state: "visible" });
+    await member.locator("#link-continue").click();
+    await member.locator("#account-view").waitFor({ state: "visible" });
+    expect((await textOf(member, "#who-role")) === "Owner", "the owner of their own account");
+    expect(await member.locator("#account-switch-field").isHidden(), "one account: no switcher");
+  });
+
+  await step("invite the member", async () => {
     await owner.locator("#invite-email").fill(memberEmail);
     await owner.locator("#invite-role").selectOption("member");
     await owner.locator("#invite-submit").click();
@@ -346,14 +361,13 @@ async function flow() {
     await snap(owner, "member-invited");
   });
 
-  await step("the invitation opened in another browser: the member is in, as member", async () => {
-    member = await person("member");
-    await member.goto(await linkFor(memberEmail, 1));
+  let memberKey = "";
+  await step("the invitation opens the owner's account, as member; the member creates a key", async () => {
+    await member.goto(await linkFor(memberEmail, 2));
     await member.waitForURL((u) => u.pathname === "/dashboard");
-    await member.locator("#account-view").waitFor({ state: "visible" });
     await member.locator("#members-body tr").nth(1).waitFor();
+    await member.locator("#who-role").filter({ hasText: "Member" }).waitFor();
     expect((await textOf(member, "#who-email")) === memberEmail, `signed in as the member: ${await textOf(member, "#who")}`);
-    expect((await textOf(member, "#who-role")) === "Member", `role member: ${await textOf(member, "#who-role")}`);
     expect((await textOf(member, "#who")).includes(ownerEmail), `in the owner's account: ${await textOf(member, "#who")}`);
     expect((await textOf(member, "#tier")).toLowerCase() === "free", "the account's plan");
     expect(await member.locator("#invite-form").isHidden(), "a member cannot invite");
@@ -362,16 +376,39 @@ async function flow() {
     expect((await member.locator("#members-body select").count()) === 0, "a member changes no roles");
     const row = member.locator("#members-body tr", { hasText: memberEmail });
     expect((await row.getByRole("button", { name: /leave/i }).count()) === 1, "a member may leave");
+    expect((await member.locator("#account-switch option").count()) === 2, "two accounts to switch between");
+    // The owner's keys are listed, but none is the member's: "Create your API key" is offered.
+    await member.locator("#no-keys").waitFor({ state: "visible" });
+    await member.locator("#no-keys-create").click();
+    await member.locator("#created-key").waitFor({ state: "visible" });
+    memberKey = await textOf(member, "#created-key-value");
+    expect(KEY_RE.test(memberKey), `the member's key is shown (${memberKey})`);
+    await member.locator("#no-keys").waitFor({ state: "hidden" });
+    await member.locator("#created-done").click();
     await member.setViewportSize({ width: 375, height: 812 });
     await fitsWidth(member, "member dashboard at 375 px");
     await snap(member, "dashboard-member-phone");
     await member.setViewportSize({ width: 1280, height: 900 });
   });
 
-  await step("the owner makes the member an admin, then removes them: their session ends", async () => {
+  await step("the account switcher: the member's own account and back", async () => {
+    const own = await member.locator("#account-switch option", { hasNotText: ownerEmail }).getAttribute("value");
+    const shared = await member.locator("#account-switch option", { hasText: ownerEmail }).getAttribute("value");
+    await member.locator("#account-switch").selectOption(own);
+    await member.locator("#who-role").filter({ hasText: "Owner" }).waitFor();
+    await member.locator("#dash-status").filter({ hasText: memberEmail }).waitFor();
+    expect(!(await textOf(member, "#who")).includes(ownerEmail), `acting in their own account: ${await textOf(member, "#who")}`);
+    await snap(member, "dashboard-member-own-account");
+    await member.locator("#account-switch").selectOption(shared);
+    await member.locator("#who-role").filter({ hasText: "Member" }).waitFor();
+    await member.locator("#keys-body tr", { hasText: memberKey.slice(0, 15) }).waitFor();
+  });
+
+  await step("the owner makes the member an admin, then removes them: session and key end", async () => {
     await owner.reload();
     const row = owner.locator("#members-body tr", { hasText: memberEmail });
     await row.waitFor();
+    await owner.locator("#keys-body tr", { hasText: `by ${memberEmail}` }).waitFor();
     await row.getByRole("combobox", { name: `Role of ${memberEmail}` }).selectOption("admin");
     await owner.locator("#members-status").filter({ hasText: /now admin/i }).waitFor();
     await member.reload();
@@ -384,6 +421,8 @@ async function flow() {
     expect((await owner.locator("#members-body tr", { hasText: memberEmail }).count()) === 0, "the member is gone");
     await member.reload();
     await member.locator("#signin-view").waitFor({ state: "visible" });
+    const usage = await fetch(`${BASE}/auth/usage`, { headers: { "X-API-Key": memberKey } });
+    expect(usage.status === 401, `the key the member created is revoked (${usage.status})`);
     await owner.locator("#refresh").click();
     await owner.locator("#audit-body tr[data-action='member_removed']").first().waitFor();
     await snap(owner, "member-removed");

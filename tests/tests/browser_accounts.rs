@@ -24,8 +24,8 @@ use stellar_tests::spawn::{free_addr, repo_root, Service, TempDir};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// The product's tier table (`config/tiers.toml`), except that the free tier has room for two
-/// keys and three people: the flow creates a second key and invites one member.
+/// The product's tier table (`config/tiers.toml`), except that the free tier has room for three
+/// keys and three people: the owner creates a second key, invites a member who creates a third.
 fn tiers_toml() -> String {
     let path = repo_root().join("config").join("tiers.toml");
     let mut tiers: toml::Table = std::fs::read_to_string(&path)
@@ -37,7 +37,7 @@ fn tiers_toml() -> String {
         .get_mut(&first)
         .and_then(toml::Value::as_table_mut)
         .expect("the first tier is a table");
-    free.insert("max_api_keys".into(), 2.into());
+    free.insert("max_api_keys".into(), 3.into());
     free.insert("max_members".into(), 3.into());
     toml::to_string(&tiers).expect("tiers as TOML")
 }
