@@ -82,6 +82,16 @@ async function linkFor(to, n) {
   return link;
 }
 
+/** No provider is configured in this test: make the page offer them all (billing still answers
+ *  for itself unless a test stubs the checkout too). */
+const providersOffered = (p) =>
+  p.route("**/billing/tiers", async (route) => {
+    const resp = await route.fetch();
+    const body = await resp.json();
+    body.providers = { lemonsqueezy: true, stripe: true, toss: true };
+    return route.fulfill({ response: resp, json: body });
+  });
+
 /** fetch() inside the page: same origin, with the page's cookie. */
 const inPage = (p, method, url, headers = {}) =>
   p.evaluate(
@@ -203,12 +213,7 @@ async function flow() {
 
   await step("checkout without a session: the modal asks for the address, then 'check your e-mail' (202)", async () => {
     // No provider is configured here: the answers are stubbed to see what the page does with them.
-    await owner.route("**/billing/tiers", async (route) => {
-      const resp = await route.fetch();
-      const body = await resp.json();
-      body.providers = { lemonsqueezy: true, stripe: true, toss: true };
-      return route.fulfill({ response: resp, json: body });
-    });
+    await providersOffered(owner);
     await owner.route("**/billing/stripe/checkout", (route) =>
       route.fulfill({ status: 202, contentType: "application/json", body: '{"detail":"Check your e-mail to continue"}' }),
     );
@@ -313,12 +318,7 @@ async function flow() {
   });
 
   await step("'Upgrade' checks out for the account: the cookie with the CSRF token", async () => {
-    await owner.route("**/billing/tiers", async (route) => {
-      const resp = await route.fetch();
-      const body = await resp.json();
-      body.providers = { lemonsqueezy: true, stripe: true, toss: true };
-      return route.fulfill({ response: resp, json: body });
-    });
+    await providersOffered(owner);
     let sent = null;
     await owner.route("**/billing/stripe/checkout", async (route) => {
       sent = route.request().headers();
