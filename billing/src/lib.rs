@@ -18,7 +18,8 @@
 //!   `tests` drives the router in-process with `oneshot`.
 //! - `extract`: extractors whose rejections are our JSON errors; `error`: `ApiError` → JSON.
 //! - `accounts`: users, API keys and usage, each write with its change-feed row;
-//!   `key_scope`: scoped keys (read-only, agent, expiry, own rate).
+//!   `key_scope`: scoped keys (read-only, agent, expiry, own rate); `usage_history`: the
+//!   gateways' per-minute and per-hour counts, read back and pruned.
 //! - `identity/`: people — sign-up and sign-in links, sessions, members and roles, audit log,
 //!   abuse limits (its `mod.rs` maps the files).
 //! - `subscription/`: the state machine. `status` (`Status`, the stored status type), `decide`
@@ -48,6 +49,7 @@ pub mod state;
 pub mod subscription;
 #[cfg(test)]
 mod testing;
+pub mod usage_history;
 
 use settings::Settings;
 use state::AppState;

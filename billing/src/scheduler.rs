@@ -1,6 +1,7 @@
 //! The background job: first resolves Toss charges a crash left pending, then every
 //! `billing.scheduler_interval_secs` charges due Toss renewals and ends subscriptions whose paid
-//! period or grace period is over. Stops when shutdown is signalled.
+//! period or grace period is over, and prunes usage history past its retention. Stops when
+//! shutdown is signalled.
 
 use crate::state::AppState;
 use crate::subscription;
@@ -39,5 +40,8 @@ async fn tick(st: &AppState) {
         Ok(0) => {}
         Ok(n) => tracing::info!(accounts = n, "subscriptions ended"),
         Err(e) => tracing::error!(error = %e, "subscription sweep failed"),
+    }
+    if let Err(e) = crate::usage_history::prune(&st.db, chrono::Utc::now()).await {
+        tracing::error!(error = %e, "pruning usage history failed");
     }
 }

@@ -18,7 +18,7 @@
 //!    [`h1`] (in `stellar-proto`) is its HTTP/1.1 framing (heads parsed in place, chunked
 //!    request bodies re-framed) and [`upstream`] holds the upstream connections.
 //! 6. [`errors`] — every answer the gateway writes itself, in one place.
-//! 7. [`usage`] (write-behind counters), [`metrics`] (with [`tier_meta`]: per-tier header values
+//! 7. [`usage`] (write-behind counters, with [`usage_history`]: the per-minute breakdown), [`metrics`] (with [`tier_meta`]: per-tier header values
 //!    and metric handles built once), [`ops`] (/metrics, /healthz, /readyz), and [`service`],
 //!    which wires the pingora server and its background loops.
 //!
@@ -52,6 +52,7 @@ pub(crate) mod service;
 pub(crate) mod tier_meta;
 pub(crate) mod upstream;
 pub(crate) mod usage;
+pub(crate) mod usage_history;
 
 pub use config::GatewayConfig;
 pub use service::run;

@@ -52,9 +52,14 @@ struct Pending {
     last_used: HashMap<Uuid, i64>,
 }
 
-/// Counters accumulated since the last flush.
+/// Counters accumulated since the last flush; `history` is the per-minute breakdown
+/// ([`crate::usage_history`]).
 #[derive(Default)]
-pub struct Usage(Mutex<Pending>, Mutex<Vec<Arc<Principal>>>);
+pub struct Usage(
+    Mutex<Pending>,
+    Mutex<Vec<Arc<Principal>>>,
+    pub crate::usage_history::History,
+);
 
 impl Usage {
     /// Count one request made with the key of `p` at unix time `now` (the hot path).
@@ -143,9 +148,9 @@ impl Usage {
     /// failure the counts not yet written are merged back for the next attempt. Returns the
     /// number of rows written.
     pub async fn flush(&self, db: &Db) -> sqlx::Result<usize> {
+        let mut written = self.2.flush(db).await?;
         // Keys queued while this flush runs wait for the next one.
         let mut left = self.1.lock().unwrap_or_else(|e| e.into_inner()).len();
-        let mut written = 0;
         loop {
             let took = self.gather(left.min(FLUSH_CHUNK));
             left = left.saturating_sub(took);

@@ -12,6 +12,7 @@ use crate::limits::{self, Rate};
 use crate::metrics;
 use crate::quota::{self, AgentCheck, Reserve};
 use crate::routing::{EngineOp, Route};
+use crate::usage_history::Family;
 use stellar_common::Db;
 
 impl Gateway {
@@ -119,10 +120,12 @@ impl Gateway {
         ctx.principal = Some(principal.clone());
         let tier = principal.tier().clone();
 
+        let path = stellar_proto::route::origin_path(req.head.target(&req.bytes)).unwrap_or("");
+        ctx.family = Family::of(req.method(), path);
+
         // A scoped key: expiry, read-only, bound agent, then its own bucket.
         let mut bound_agent = None;
         if let Some(s) = principal.scope.as_deref() {
-            let path = stellar_proto::route::origin_path(req.head.target(&req.bytes)).unwrap_or("");
             let agent = req.get(Name::XStellarAgent);
             match scope::check(s, req.method(), path, agent, scope::unix_now()) {
                 Ok(a) => bound_agent = a,

@@ -23,7 +23,16 @@ impl Gateway {
         metrics::REQUEST_SECONDS_BY_ROUTE[tier_meta::route_index(ctx.route)]
             .observe(elapsed.as_secs_f64());
         if let Some(p) = &ctx.principal {
-            self.usage.record_key(p, chrono::Utc::now().timestamp());
+            let now = chrono::Utc::now().timestamp();
+            self.usage.record_key(p, now);
+            self.usage.2.record(
+                p.user_id,
+                p.key_id,
+                ctx.agent.take(),
+                ctx.family,
+                status,
+                now,
+            );
         }
         let ms = elapsed.as_secs_f64() * 1000.0;
         // Successful requests log at debug only: a line per request would cost more than the

@@ -24,6 +24,8 @@ pub struct Ctx {
     pub(super) client_ip: Option<IpAddr>,
     pub(super) principal: Option<Arc<Principal>>,
     pub(super) agent: Option<String>,
+    /// The usage-history route family of an authenticated engine request.
+    pub(super) family: crate::usage_history::Family,
     /// The rate-limit decision to report on the response, under its policy.
     pub(super) rate: Option<(Arc<TierMeta>, Decision)>,
     /// A memory reserved for this store, to commit (2xx) or release (anything else).
@@ -215,6 +217,7 @@ impl Ctx {
             client_ip,
             principal: None,
             agent: None,
+            family: crate::usage_history::Family::Other,
             rate: None,
             reserved: None,
             upstream_status: None,
