@@ -48,6 +48,10 @@ pub struct GatewayConfig {
     /// trailer is dropped, and so are names the gateway controls, listed or not.
     #[serde(deserialize_with = "lower_case_names")]
     pub allowed_trailers: Vec<String>,
+    /// Allowed CORS origins (empty: the public URL's origin only; `*`: any, without credentials).
+    pub cors_origins: Vec<String>,
+    /// The public URL (empty: `billing.public_url`, filled in by `main`).
+    pub public_url: String,
     /// Deadline of a new connection's first byte (s, at least 1): [`GatewayConfig::first_byte_timeout`].
     #[serde(deserialize_with = "at_least_one")]
     pub first_byte_timeout_secs: u64,

@@ -58,6 +58,10 @@ pub enum Reject {
     BadRequest(&'static str),
     /// A method the gateway never forwards (`CONNECT`, `TRACE`, unknown ones).
     MethodNotAllowed,
+    /// A CORS preflight from an allowed origin: 204 with the allowed methods and headers.
+    Preflight,
+    /// A CORS preflight from an origin that is not allowed.
+    OriginNotAllowed,
     /// The client IP already holds `gateway.max_connections_per_ip` connections.
     TooManyConnections,
     /// The request body did not arrive in time.
@@ -77,6 +81,8 @@ impl Reject {
             Reject::MemoryQuota { .. } | Reject::AgentLimit { .. } | Reject::KeyScope { .. } => 403,
             Reject::InvalidAgent | Reject::BadRequest(_) => 400,
             Reject::MethodNotAllowed => 405,
+            Reject::Preflight => 204,
+            Reject::OriginNotAllowed => 403,
             Reject::TooManyConnections => 429,
             Reject::RequestTimeout => 408,
             Reject::BodyTooLarge { .. } => 413,
@@ -105,6 +111,8 @@ impl Reject {
             Reject::QuotaUnavailable => "quota_unavailable",
             Reject::BadRequest(_) => "bad_request",
             Reject::MethodNotAllowed => "method_not_allowed",
+            Reject::Preflight => "preflight",
+            Reject::OriginNotAllowed => "origin_not_allowed",
             Reject::TooManyConnections => "too_many_connections",
             Reject::RequestTimeout => "request_timeout",
             Reject::HeadTooLarge => "head_too_large",
@@ -209,6 +217,11 @@ impl Reject {
             ),
             Reject::BadRequest(why) => (json!({"detail": format!("Bad request: {why}")}), JSON),
             Reject::MethodNotAllowed => (json!({"detail": "Method not allowed"}), JSON),
+            Reject::Preflight => (Value::Null, JSON),
+            Reject::OriginNotAllowed => (
+                json!({"detail": "This origin may not call the API from a browser (gateway.cors_origins)"}),
+                JSON,
+            ),
             Reject::TooManyConnections => (
                 json!({"detail": "Too many connections from this address"}),
                 JSON,
@@ -241,19 +254,24 @@ impl Reject {
         }
     }
 
-    /// The response header and body, ready to write.
-    /// Append the whole answer (head and JSON body) to `out`. `close`: the connection closes
-    /// after it.
-    pub fn write(&self, out: &mut Vec<u8>, request_id: &str, close: bool) {
+    /// Append the whole answer (head and JSON body; a preflight has none) to `out`. `close`:
+    /// the connection closes after it. `extra`: more header lines (CORS), already formatted.
+    pub fn write(&self, out: &mut Vec<u8>, request_id: &str, close: bool, extra: &[u8]) {
         let (body, ctype) = self.body();
-        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let body = if body.is_null() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&body).unwrap_or_default()
+        };
         let status = self.status();
         out.extend_from_slice(b"HTTP/1.1 ");
         h1::put_num(out, u64::from(status));
         out.push(b' ');
         out.extend_from_slice(h1::reason_phrase(status).as_bytes());
         out.extend_from_slice(b"\r\n");
-        h1::put_field(out, b"Content-Type", ctype.as_bytes());
+        if !body.is_empty() {
+            h1::put_field(out, b"Content-Type", ctype.as_bytes());
+        }
         out.extend_from_slice(b"Content-Length: ");
         h1::put_num(out, body.len() as u64);
         out.extend_from_slice(b"\r\nCache-Control: no-store\r\n");
@@ -261,6 +279,10 @@ impl Reject {
         for (k, v) in self.headers() {
             h1::put_field(out, k.as_bytes(), v.as_bytes());
         }
+        if matches!(self, Reject::Preflight) {
+            crate::cors::Cors::write_preflight_fields(out);
+        }
+        out.extend_from_slice(extra);
         if close {
             out.extend_from_slice(b"Connection: close\r\n");
         }
@@ -325,7 +347,7 @@ mod tests {
         let r = rate_limited(7);
         for close in [false, true] {
             let mut out = Vec::new();
-            r.write(&mut out, "req-1", close);
+            r.write(&mut out, "req-1", close, b"");
             let mut head = h1::Head::default();
             let len = h1::parse_response(&out, &mut head, false).unwrap().unwrap();
             assert_eq!(head.status, 429);

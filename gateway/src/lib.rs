@@ -17,7 +17,8 @@
 //!    `proxy/rewrite.rs` builds the upstream head from an allow-list (header hygiene);
 //!    [`h1`] (in `stellar-proto`) is its HTTP/1.1 framing (heads parsed in place, chunked
 //!    request bodies re-framed) and [`upstream`] holds the upstream connections.
-//! 6. [`errors`] — every answer the gateway writes itself, in one place.
+//! 6. [`errors`] — every answer the gateway writes itself, in one place; [`cors`] — which web
+//!    origins may call the API from a browser, and the preflights.
 //! 7. [`usage`] (write-behind counters, with [`usage_history`]: the per-minute breakdown), [`metrics`] (with [`tier_meta`]: per-tier header values
 //!    and metric handles built once), [`ops`] (/metrics, /healthz, /readyz), and [`service`],
 //!    which wires the pingora server and its background loops.
@@ -40,6 +41,7 @@
 
 pub(crate) mod auth;
 pub mod config;
+pub(crate) mod cors;
 pub(crate) mod errors;
 pub(crate) mod feed;
 pub(crate) mod limits;

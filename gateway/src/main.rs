@@ -28,7 +28,14 @@ fn main() {
     stellar_common::telemetry::init_tracing("gateway");
     stellar_common::telemetry::exit_with_parent();
     let config = exit_on_error(Config::load(cli.config.as_deref()));
-    let gateway = exit_on_error(config.section::<stellar_gateway::GatewayConfig>("gateway"));
+    let mut gateway = exit_on_error(config.section::<stellar_gateway::GatewayConfig>("gateway"));
+    if gateway.public_url.trim().is_empty() {
+        gateway.public_url = config
+            .raw("billing.public_url")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+    }
     let common = exit_on_error(config.common());
     if cli.check_config {
         println!("configuration OK");

@@ -215,6 +215,8 @@ pub fn run(cfg: GatewayConfig, common: CommonConfig) -> anyhow::Result<()> {
         usage: usage.clone(),
         inflight: inflight.clone(),
         conns: Arc::new(crate::proxy::ConnsPerIp::new(cfg.max_connections_per_ip)),
+        cors: crate::cors::Cors::new(&cfg.cors_origins, &cfg.public_url)
+            .map_err(|e| anyhow::anyhow!("gateway.cors_origins: {e}"))?,
     };
     let handles = Arc::new(GatewaySharedHandles {
         cfg: cfg.clone(),

@@ -82,6 +82,11 @@ pub enum Name {
     Expect,
     XApiKey,
     Authorization,
+    /// `Origin` (CORS).
+    Origin,
+    /// `Access-Control-*`: in requests the preflight's questions; in answers, fields the
+    /// gateway alone writes (CORS is its policy: an upstream's own are dropped).
+    AccessControl,
     /// `Cookie`: billing's session cookie is a credential like the key, so it never reaches
     /// the engine.
     Cookie,
@@ -134,6 +139,7 @@ impl Name {
             14 if is("http2-settings") => Name::Http2Settings,
             6 if is("expect") => Name::Expect,
             6 if is("cookie") => Name::Cookie,
+            6 if is("origin") => Name::Origin,
             7 if is("trailer") => Name::Trailer,
             7 if is("upgrade") => Name::Upgrade,
             9 if is("x-api-key") => Name::XApiKey,
@@ -153,6 +159,9 @@ impl Name {
             17 if is("x-ratelimit-reset") => Name::RateLimitField,
             21 if is("x-ratelimit-remaining") => Name::RateLimitField,
             n if n > 10 && name[..10].eq_ignore_ascii_case(b"x-stellar-") => Name::XStellarOther,
+            n if n > 15 && name[..15].eq_ignore_ascii_case(b"access-control-") => {
+                Name::AccessControl
+            }
             n if n > 12 && name[..12].eq_ignore_ascii_case(b"x-forwarded-") => Name::ForwardedOther,
             _ => Name::Other,
         }

@@ -937,6 +937,9 @@ const NAMES: &[(&str, Name)] = &[
     ("x-api-key", Name::XApiKey),
     ("authorization", Name::Authorization),
     ("cookie", Name::Cookie),
+    ("origin", Name::Origin),
+    ("access-control-request-method", Name::AccessControl),
+    ("Access-Control-Allow-Origin", Name::AccessControl),
     ("x-stellar-agent", Name::XStellarAgent),
     ("x-request-id", Name::XRequestId),
     ("x-forwarded-for", Name::XForwardedFor),
@@ -1002,6 +1005,8 @@ fn name_of_near_misses_are_other() {
                 Name::XStellarOther
             } else if v.len() > 12 && v.starts_with("x-forwarded-") {
                 Name::ForwardedOther
+            } else if v.len() > 15 && v.to_ascii_lowercase().starts_with("access-control-") {
+                Name::AccessControl
             } else {
                 Name::Other
             };
@@ -1115,6 +1120,8 @@ fn hop_by_hop_set() {
         Name::XApiKey,
         Name::Authorization,
         Name::Cookie,
+        Name::Origin,
+        Name::AccessControl,
         Name::XStellarAgent,
         Name::XStellarOther,
         Name::XRequestId,

@@ -27,12 +27,13 @@
 
 use crate::auth::AuthCache;
 use crate::config::GatewayConfig;
+use crate::cors::Cors;
 use crate::errors::Reject;
-use crate::h1::{Body, Invalid};
+use crate::h1::{Body, Invalid, Name};
 use crate::limits::{Limiter, LocalBuckets, Rate};
 use crate::metrics;
 use crate::quota::InFlight;
-use crate::routing::Route;
+use crate::routing::{EngineOp, Route};
 use crate::tier_meta::{TierMeta, TierMetas};
 use crate::upstream::{Upstream, UpstreamKind};
 use crate::usage::Usage;
@@ -83,6 +84,8 @@ pub struct Gateway {
     pub inflight: Arc<InFlight>,
     /// Open client connections per IP (`gateway.max_connections_per_ip`).
     pub conns: Arc<ConnsPerIp>,
+    /// Which web origins may call the API ([`crate::cors`]).
+    pub cors: Cors,
 }
 
 /// The engine and billing, with their timeouts.
@@ -128,7 +131,12 @@ impl ServerApp for Gateway {
                 let mut io = io;
                 metrics::CONNECTIONS_REFUSED.inc();
                 let mut out = Vec::new();
-                Reject::TooManyConnections.write(&mut out, RequestId::generate().as_str(), true);
+                Reject::TooManyConnections.write(
+                    &mut out,
+                    RequestId::generate().as_str(),
+                    true,
+                    b"",
+                );
                 let _ = tokio::time::timeout(LINGER, async {
                     io.write_all(&out).await?;
                     io.shutdown().await
@@ -170,7 +178,7 @@ impl Gateway {
                     tracing::info!(status = r.status(), reason = %why, "request refused");
                     let id = RequestId::generate();
                     c.out.clear();
-                    r.write(&mut c.out, id.as_str(), true);
+                    r.write(&mut c.out, id.as_str(), true, b"");
                     if c.send_out().await.is_ok() {
                         c.linger().await;
                     }
@@ -207,10 +215,18 @@ impl Gateway {
         ctx: &mut Ctx,
     ) -> Result<(), Fail> {
         let limit = self.body_limit(ctx.route);
+        let preflight = self.cors_of(req, ctx);
         let reject = match ctx.route {
             Route::Invalid => ctx.refused.take(),
+            _ if preflight.is_some() => preflight,
             _ if matches!(req.head.body, Body::Length(n) if n > limit) => {
                 Some(Reject::BodyTooLarge { limit })
+            }
+            // Health with a key answers for the caller's own space; without one, untenanted.
+            Route::Health
+                if req.get(Name::XApiKey).is_some() || req.get(Name::Authorization).is_some() =>
+            {
+                self.engine_checks(req, ctx, EngineOp::Other).await
             }
             Route::Health | Route::Billing { ip_limited: false } => None,
             Route::Billing { ip_limited: true } => self.ip_take(ctx),
@@ -238,6 +254,21 @@ impl Gateway {
         }
     }
 
+    /// The CORS grant of the request's `Origin` (kept in `ctx` for the answer), and the answer
+    /// to a preflight (`OPTIONS` with `Origin` and an `Access-Control-*` question).
+    fn cors_of(&self, req: &Request, ctx: &mut Ctx) -> Option<Reject> {
+        let origin = req.get(Name::Origin)?;
+        let grant = self.cors.grant(origin);
+        if let Some(g) = grant {
+            ctx.cors = Some((String::from_utf8_lossy(origin).into_owned(), g));
+        }
+        let preflight = req.method() == "OPTIONS" && req.get(Name::AccessControl).is_some();
+        preflight.then_some(match grant {
+            Some(_) => Reject::Preflight,
+            None => Reject::OriginNotAllowed,
+        })
+    }
+
     /// Write the gateway's own answer `r`.
     async fn answer<S: ClientIo>(
         &self,
@@ -248,7 +279,11 @@ impl Gateway {
         ctx.reject = Some(r.reason());
         ctx.status = r.status();
         c.out.clear();
-        r.write(&mut c.out, ctx.request_id.as_str(), !ctx.keep_alive);
+        let mut extra = Vec::new();
+        if let Some((origin, g)) = &ctx.cors {
+            Cors::write_fields(&mut extra, origin.as_bytes(), *g);
+        }
+        r.write(&mut c.out, ctx.request_id.as_str(), !ctx.keep_alive, &extra);
         c.send_out().await
     }
 

@@ -123,6 +123,7 @@ impl Gateway {
             request_id: ctx.request_id.as_str(),
             keep_alive: ctx.keep_alive,
             dechunk,
+            cors: ctx.cors.as_ref().map(|(o, g)| (o.as_bytes(), *g)),
         };
         rewrite::client_head(&mut c.out, &c.resp.bytes, &c.resp.head, &answer);
         ctx.status = status;

@@ -24,6 +24,8 @@ pub struct Ctx {
     pub(super) client_ip: Option<IpAddr>,
     pub(super) principal: Option<Arc<Principal>>,
     pub(super) agent: Option<String>,
+    /// The CORS grant of the request's allowed `Origin` (the origin as sent).
+    pub(super) cors: Option<(String, crate::cors::Grant)>,
     /// The usage-history route family of an authenticated engine request.
     pub(super) family: crate::usage_history::Family,
     /// The rate-limit decision to report on the response, under its policy.
@@ -218,6 +220,7 @@ impl Ctx {
             principal: None,
             agent: None,
             family: crate::usage_history::Family::Other,
+            cors: None,
             rate: None,
             reserved: None,
             upstream_status: None,

@@ -36,7 +36,9 @@ pub struct Stamp<'a> {
 /// [`Name`] must be placed (no catch-all arm).
 fn forwarded(name: Name, engine: bool) -> bool {
     match name {
-        Name::Other | Name::Host | Name::RateLimitField => true,
+        Name::Other | Name::Host | Name::RateLimitField | Name::Origin | Name::AccessControl => {
+            true
+        }
         Name::XApiKey | Name::Authorization | Name::Cookie => !engine,
         Name::ContentLength
         | Name::TransferEncoding
@@ -134,6 +136,8 @@ pub struct Answer<'a> {
     pub keep_alive: bool,
     /// The answer is chunked and the client speaks HTTP/1.0: its data is sent close-delimited.
     pub dechunk: bool,
+    /// The CORS grant of an allowed origin: its fields replace any the upstream sent.
+    pub cors: Option<(&'a [u8], crate::cors::Grant)>,
 }
 
 /// Append the response head as the client sees it to `out`: the upstream's, without its
@@ -150,6 +154,7 @@ pub fn client_head(out: &mut Vec<u8>, bytes: &[u8], h: &Head, a: &Answer<'_>) {
             n if n.is_hop_by_hop() => true,
             Name::XRequestId => true,
             Name::RateLimitField => a.rate.is_some(),
+            Name::AccessControl => true,
             Name::TransferEncoding => a.dechunk,
             // With Transfer-Encoding, a Content-Length is wrong (RFC 9112 §6.3).
             Name::ContentLength => has_te,
@@ -161,6 +166,9 @@ pub fn client_head(out: &mut Vec<u8>, bytes: &[u8], h: &Head, a: &Answer<'_>) {
     }
     if let Some((meta, d)) = a.rate {
         meta.write_fields(out, d, limits::unix_now());
+    }
+    if let Some((origin, g)) = a.cors {
+        crate::cors::Cors::write_fields(out, origin, g);
     }
     h1::put_field(out, b"X-Request-Id", a.request_id.as_bytes());
     if !a.keep_alive {

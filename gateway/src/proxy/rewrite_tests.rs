@@ -213,3 +213,49 @@ fn trailers_pass_only_when_listed_and_not_controlled() {
     assert!(!trailer_allowed(b"X-API-Key", &["x-api-key".to_string()]));
     assert!(!trailer_allowed(b"X-Checksum", &[]));
 }
+
+#[test]
+fn cors_fields_are_the_gateway_s_alone() {
+    let upstream = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nAccess-Control-Allow-Origin: *\r\n\
+                    access-control-allow-credentials: true\r\nVary: Accept\r\n\r\n";
+    let mut head = Head::default();
+    crate::h1::parse_response(upstream.as_bytes(), &mut head, false)
+        .unwrap()
+        .unwrap();
+    let head_for = |cors| {
+        let mut out = Vec::new();
+        let a = Answer {
+            rate: None,
+            request_id: "rid",
+            keep_alive: true,
+            dechunk: false,
+            cors,
+        };
+        client_head(&mut out, upstream.as_bytes(), &head, &a);
+        String::from_utf8(out).unwrap().to_ascii_lowercase()
+    };
+    // No allowed origin: the upstream's CORS fields are dropped, nothing added.
+    let none = head_for(None);
+    assert!(!none.contains("access-control"), "{none}");
+    assert!(none.contains("vary: accept"));
+    // An allowed origin without credentials.
+    let g = crate::cors::Grant { credentials: false };
+    let other = head_for(Some((b"https://app.example", g)));
+    assert_eq!(
+        other.matches("access-control-allow-origin").count(),
+        1,
+        "{other}"
+    );
+    assert!(other.contains("access-control-allow-origin: https://app.example\r\n"));
+    assert!(!other.contains("credentials"), "{other}");
+    assert!(other.contains("vary: origin"));
+    // The dashboard's own origin: credentials.
+    let own = head_for(Some((
+        b"http://127.0.0.1:8080",
+        crate::cors::Grant { credentials: true },
+    )));
+    assert!(
+        own.contains("access-control-allow-credentials: true\r\n"),
+        "{own}"
+    );
+}
