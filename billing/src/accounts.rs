@@ -5,6 +5,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::identity::audit::{action, Event};
 use crate::identity::{people, Actor, IdTx, Role};
 use crate::subscription::Status;
+use crate::webhooks::{event, key_data, WebhookTx};
 use chrono::{DateTime, Utc};
 use stellar_common::accounts::KeyScope;
 use stellar_common::keys::{self, NewKey};
@@ -217,6 +218,7 @@ pub async fn create_key(
         }
         tx.insert_key(kid, user, &key, Some(name), scope, by, now).await?;
         tx.audit(&Event::by(by, user, action::KEY_CREATED, Some(key.display_prefix.clone()))).await?;
+        tx.emit_webhook(user, event::KEY_CREATED, key_data(kid, Some(scope), serde_json::json!({"name": name, "key_prefix": &key.display_prefix, "created_by": &by.email}))).await?;
         tx.commit().await?;
     });
     let info = KeyInfo {
@@ -295,6 +297,7 @@ pub async fn revoke_key(db: &Db, user: Uuid, key_id: Uuid, by: &Actor) -> sqlx::
                 }
                 tx.feed_revoked(user, &h, now).await?;
                 tx.audit(&Event::by(by, user, action::KEY_REVOKED, Some(key_id.to_string()))).await?;
+                tx.emit_webhook(user, event::KEY_REVOKED, key_data(key_id, None, serde_json::json!({"revoked_by": &by.email}))).await?;
                 tx.commit().await?;
                 Ok(Revoked::Yes)
             }
@@ -369,6 +372,7 @@ pub async fn rotate_key(
         }
         tx.insert_key(kid, user, &key, name.as_deref(), &scope, by, now).await?;
         tx.audit(&Event::by(by, user, action::KEY_ROTATED, Some(format!("{key_id} -> {}", key.display_prefix)))).await?;
+        tx.emit_webhook(user, event::KEY_ROTATED, key_data(key_id, None, serde_json::json!({"new_key_id": kid, "new_key_prefix": &key.display_prefix, "overlap_secs": overlap.map_or(0, |d| d.num_seconds().max(0)), "rotated_by": &by.email}))).await?;
         tx.commit().await?;
         (name, scope)
     });

@@ -6,6 +6,7 @@
 use crate::error::{ApiError, ApiResult};
 use crate::identity::audit::Event;
 use crate::identity::{Actor, IdTx};
+use crate::webhooks::{event, key_data, WebhookTx};
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use stellar_common::accounts::{valid_agent, KeyScope};
@@ -149,6 +150,7 @@ pub async fn update(
         sqlx::query(APPEND_SQL).bind(Some(account)).bind(Some(hash)).bind(feed::kind::KEY_CHANGED).bind(now)
             .execute(&mut *tx).await?;
         tx.audit(&Event::by(by, account, "key_changed", Some(format!("{id}: {}", describe(scope))))).await?;
+        tx.emit_webhook(account, event::KEY_CHANGED, key_data(id, Some(scope), serde_json::json!({"name": name, "changed_by": &by.email}))).await?;
         tx.commit().await?;
     });
     Ok(())

@@ -14,6 +14,8 @@ pub struct GatewayConfig {
     pub metrics_addr: SocketAddr,
     /// Memory engine upstream (host:port).
     pub engine_upstream: String,
+    /// Extra CA certificates (PEM file) for an `https://` engine upstream.
+    pub engine_ca_file: String,
     /// Billing sidecar upstream (host:port).
     pub billing_upstream: String,
     /// Proxy worker threads.

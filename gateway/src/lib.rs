@@ -16,7 +16,8 @@
 //! 5. [`proxy`] — the request path that calls all of the above, streaming, on pingora's server;
 //!    `proxy/rewrite.rs` builds the upstream head from an allow-list (header hygiene);
 //!    [`h1`] (in `stellar-proto`) is its HTTP/1.1 framing (heads parsed in place, chunked
-//!    request bodies re-framed) and [`upstream`] holds the upstream connections.
+//!    request bodies re-framed) and [`upstream`] holds the upstream connections ([`tls_bridge`]
+//!    for an `https://` engine).
 //! 6. [`errors`] — every answer the gateway writes itself, in one place; [`cors`] — which web
 //!    origins may call the API from a browser, and the preflights.
 //! 7. [`usage`] (write-behind counters, with [`usage_history`]: the per-minute breakdown), [`metrics`] (with [`tier_meta`]: per-tier header values
@@ -52,6 +53,7 @@ pub(crate) mod quota;
 pub(crate) mod redis_limit;
 pub(crate) mod service;
 pub(crate) mod tier_meta;
+pub(crate) mod tls_bridge;
 pub(crate) mod upstream;
 pub(crate) mod usage;
 pub(crate) mod usage_history;

@@ -157,12 +157,52 @@ async fn reconcile_loop(db: Db, g: Arc<GatewaySharedHandles>, mut shutdown: Shut
     }
 }
 
+/// Start the TLS bridge to an `https://` engine on a thread of its own (its runtime lives as
+/// long as the process); returns the loopback address to use as the engine.
+fn tls_bridge_thread(
+    cfg: &GatewayConfig,
+    connect: &str,
+    name: &str,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let ca = (!cfg.engine_ca_file.trim().is_empty())
+        .then(|| std::path::PathBuf::from(cfg.engine_ca_file.trim()));
+    let tls = crate::tls_bridge::client_config(ca.as_deref())?;
+    let timeout = Duration::from_millis(cfg.connect_timeout_ms.max(1)).max(Duration::from_secs(5));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (connect, name) = (connect.to_string(), name.to_string());
+    std::thread::Builder::new()
+        .name("engine-tls".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return drop(tx.send(Err(anyhow::anyhow!(e)))),
+            };
+            rt.block_on(async move {
+                let r = crate::tls_bridge::start(connect, name, tls, timeout).await;
+                let ok = r.is_ok();
+                let _ = tx.send(r);
+                if ok {
+                    std::future::pending::<()>().await;
+                }
+            });
+        })?;
+    rx.recv()?
+}
+
 /// Build and run the gateway until SIGTERM/SIGINT. Never returns on success (pingora exits).
 pub fn run(cfg: GatewayConfig, common: CommonConfig) -> anyhow::Result<()> {
     metrics::init();
     let cfg = Arc::new(cfg);
     let tiers = Arc::new(Tiers::load(&common.tiers_file)?);
-    let engine = config::resolve("engine_upstream", &cfg.engine_upstream)?;
+    let target = crate::tls_bridge::EngineTarget::parse(&cfg.engine_upstream)
+        .map_err(|e| anyhow::anyhow!("gateway.engine_upstream: {e}"))?;
+    let engine = match &target.tls_name {
+        None => config::resolve("engine_upstream", &target.connect)?,
+        Some(name) => tls_bridge_thread(&cfg, &target.connect, name)?,
+    };
     let billing = config::resolve("billing_upstream", &cfg.billing_upstream)?;
     let addr = cfg.addr;
     let metrics_addr = cfg.metrics_addr;
@@ -207,7 +247,7 @@ pub fn run(cfg: GatewayConfig, common: CommonConfig) -> anyhow::Result<()> {
         ip_rate,
         ip_meta: Arc::new(TierMeta::new("ip", ip_rate)),
         metas,
-        upstreams: Upstreams::new(&cfg, engine, billing),
+        upstreams: Upstreams::new(&cfg, engine, target.host.clone(), billing),
         agents: moka::future::Cache::builder()
             .max_capacity(100_000)
             .time_to_live(Duration::from_secs(600))

@@ -33,8 +33,11 @@ pub struct Upstream {
     /// Which upstream this is; also which of the per-thread pools holds its idle connections.
     pub kind: UpstreamKind,
     pub addr: SocketAddr,
-    /// `addr` as a `Host` value.
+    /// `addr` as a `Host` value (sent when the client sent none).
     pub host: String,
+    /// The `Host` every request to this upstream carries instead of the client's (an engine
+    /// given as a URL: its authority).
+    pub fixed_host: Option<String>,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
 }
@@ -96,6 +99,7 @@ impl Upstream {
             kind,
             addr,
             host: addr.to_string(),
+            fixed_host: None,
             connect_timeout,
             idle_timeout,
         }

@@ -64,6 +64,46 @@ fn dial_addr(listen: SocketAddr) -> SocketAddr {
     a
 }
 
+/// The settings that point billing and the gateway at the fronted server (they win over the
+/// launcher's own engine address).
+fn front_env(cmd: &mut Command, bin: &str, f: &Front) {
+    let url = f.engine_url.trim().trim_end_matches('/');
+    match bin {
+        "stellar-gateway" => {
+            cmd.env("STELLAR_GATEWAY_ENGINE_UPSTREAM", url);
+            if let Some(k) = &f.engine_api_key {
+                cmd.env("STELLAR_GATEWAY_UPSTREAM_API_KEY", k);
+            }
+            if let Some(ca) = &f.engine_ca_file {
+                cmd.env("STELLAR_GATEWAY_ENGINE_CA_FILE", ca);
+            }
+        }
+        "stellar-billing" => {
+            cmd.env("STELLAR_BILLING_ENGINE_URL", url);
+            if let Some(k) = &f.engine_api_key {
+                cmd.env("STELLAR_BILLING_ENGINE_API_KEY", k);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The fronted server must be an http(s) URL; its health is asked once, and an unreachable
+/// server is reported (the gateway still starts: the server may come up later).
+async fn check_front(http: &reqwest::Client, f: &Front) -> anyhow::Result<()> {
+    let url = url::Url::parse(f.engine_url.trim())
+        .map_err(|e| anyhow::anyhow!("--engine-url {:?}: {e}", f.engine_url))?;
+    if !matches!(url.scheme(), "http" | "https") || url.path() != "/" {
+        bail!("--engine-url must be http://host[:port] or https://host[:port]");
+    }
+    let health = format!("{}/api/v1/health", f.engine_url.trim().trim_end_matches('/'));
+    match http.get(&health).send().await {
+        Ok(r) => println!("Fronting {} (health: {})", f.engine_url.trim(), r.status()),
+        Err(e) => eprintln!("warning: {health} is not answering yet: {e}"),
+    }
+    Ok(())
+}
+
 /// One service the launcher runs.
 struct Managed {
     name: &'static str,
@@ -105,16 +145,35 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
+/// An existing Stellar Memory server to front instead of starting our engine
+/// (`stellar up --engine-url`).
+#[derive(Debug, Clone, Default)]
+pub struct Front {
+    /// `http://host[:port]` or `https://host[:port]`.
+    pub engine_url: String,
+    /// Sent to that server as `X-API-Key` (its own single-key mode), if it wants one.
+    pub engine_api_key: Option<String>,
+    /// Extra CA certificates (PEM) trusted for an `https://` server.
+    pub engine_ca_file: Option<PathBuf>,
+}
+
 /// Run everything until a signal arrives or a service dies. Returns the process exit code.
-pub async fn up(config_path: Option<&Path>) -> anyhow::Result<i32> {
+/// With `front`, billing and the gateway run in front of that server and no engine is started.
+pub async fn up(config_path: Option<&Path>, front: Option<Front>) -> anyhow::Result<i32> {
     let cfg = stellar_common::config::exit_on_error(Config::load(config_path));
     let addrs = stellar_common::config::exit_on_error(Addresses::from_config(&cfg));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
 
+    if let Some(f) = &front {
+        check_front(&http, f).await?;
+    }
     let mut running: Vec<Managed> = Vec::new();
     for (bin, health) in services(&addrs) {
+        if bin == "stellar-engine" && front.is_some() {
+            continue;
+        }
         let mut cmd = Command::new(sibling(bin)?);
         if let Some(p) = config_path {
             cmd.arg("--config").arg(p);
@@ -130,6 +189,17 @@ pub async fn up(config_path: Option<&Path>) -> anyhow::Result<i32> {
                 "STELLAR_GATEWAY_BILLING_UPSTREAM",
                 dial_addr(addrs.billing).to_string(),
             );
+        }
+        if bin == "stellar-billing" {
+            // Billing reads and erases memories (export, account deletion) in the engine this
+            // launcher just started, as the gateway forwards to it.
+            cmd.env(
+                "STELLAR_BILLING_ENGINE_URL",
+                format!("http://{}", dial_addr(addrs.engine)),
+            );
+        }
+        if let Some(f) = &front {
+            front_env(&mut cmd, bin, f);
         }
         if bin == "stellar-billing" && cfg.source("auth.immediate_key") == "defaults" {
             // The one-command local run keeps the original behaviour (the first key in the

@@ -22,6 +22,16 @@ enum Cmd {
         /// A TOML file overriding config/stellar.toml (environment variables override both).
         #[arg(long, env = "STELLAR_CONFIG")]
         config: Option<PathBuf>,
+        /// Front an existing Stellar Memory server (http://host[:port] or https://host[:port])
+        /// instead of starting our engine.
+        #[arg(long)]
+        engine_url: Option<String>,
+        /// X-API-Key the fronted server wants (its single-key mode).
+        #[arg(long, env = "STELLAR_ENGINE_API_KEY", requires = "engine_url")]
+        engine_api_key: Option<String>,
+        /// Extra CA certificates (PEM) to trust for an https:// server.
+        #[arg(long, requires = "engine_url")]
+        engine_ca_file: Option<PathBuf>,
     },
 }
 
@@ -29,12 +39,28 @@ enum Cmd {
 async fn main() {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Up { config } => match stellar_launcher::up(config.as_deref()).await {
-            Ok(code) => std::process::exit(code),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                std::process::exit(1);
-            }
-        },
+        Cmd::Up {
+            config,
+            engine_url,
+            engine_api_key,
+            engine_ca_file,
+        } => {
+            let front = engine_url.map(|engine_url| stellar_launcher::Front {
+                engine_url,
+                engine_api_key,
+                engine_ca_file,
+            });
+            run(stellar_launcher::up(config.as_deref(), front).await)
+        }
+    }
+}
+
+fn run(r: anyhow::Result<i32>) -> ! {
+    match r {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }

@@ -23,6 +23,11 @@ pub enum Template {
         /// The role offered: owner, admin or member.
         role: String,
     },
+    /// An alert's condition started to hold (`alerts`); the link opens the dashboard.
+    Alert {
+        link: String,
+        alert: crate::alerts::Alert,
+    },
 }
 
 /// A rendered mail.
@@ -40,6 +45,7 @@ impl Template {
             Template::Verification { .. } => "verification",
             Template::SignIn { .. } => "sign_in",
             Template::Invitation { .. } => "invitation",
+            Template::Alert { .. } => "alert",
         }
     }
 
@@ -48,7 +54,8 @@ impl Template {
         match self {
             Template::Verification { link }
             | Template::SignIn { link }
-            | Template::Invitation { link, .. } => link,
+            | Template::Invitation { link, .. }
+            | Template::Alert { link, .. } => link,
         }
     }
 
@@ -88,7 +95,69 @@ impl Template {
                 link,
                 "The invitation works once. If you did not expect it, ignore this mail.",
             ),
+            Template::Alert { alert, .. } => {
+                let (subject, lines) = alert_words(alert, product);
+                page(
+                    subject,
+                    product,
+                    &lines,
+                    "Open the dashboard",
+                    link,
+                    "You get this mail once each time the alert's condition starts to hold. Thresholds: Alerts in the dashboard (or PUT /auth/alerts).",
+                )
+            }
         }
+    }
+}
+
+/// The subject and lines of an alert mail.
+fn alert_words(alert: &crate::alerts::Alert, product: &str) -> (String, Vec<String>) {
+    use crate::alerts::Alert;
+    match alert {
+        Alert::MemoryQuota {
+            threshold_percent,
+            memories_used,
+            memories_limit,
+        } => (
+            format!("{product}: {threshold_percent} % of your memory quota used"),
+            vec![
+                format!("Your {product} account holds {memories_used} of the {memories_limit} memories its plan allows: it reached {threshold_percent} % of its quota."),
+                "When the quota is full, storing new memories is refused: delete memories you no longer need, or upgrade your plan.".into(),
+            ],
+        ),
+        Alert::RateLimited {
+            minutes,
+            refused_requests,
+        } => (
+            format!("{product}: requests refused by the rate limit"),
+            vec![
+                format!("Requests made with your account's keys were refused by the rate limit (HTTP 429) in each of the last {minutes} minutes ({refused_requests} refused)."),
+                "Spread the load over time, give busy keys their own rate, or upgrade your plan for a higher limit.".into(),
+            ],
+        ),
+        Alert::KeyExpiring {
+            key_prefix,
+            name,
+            expires_at,
+            ..
+        } => (
+            format!("{product}: API key {key_prefix}… expires soon"),
+            vec![
+                format!(
+                    "Your API key {}{key_prefix}… expires at {}.",
+                    name.as_deref().map(|n| format!("\"{n}\" ")).unwrap_or_default(),
+                    expires_at.format("%Y-%m-%d %H:%M UTC")
+                ),
+                "Rotate it or create a new key before then: requests with an expired key are refused.".into(),
+            ],
+        ),
+        Alert::PaymentFailed { tier, .. } => (
+            format!("{product}: a payment failed"),
+            vec![
+                format!("The last payment for your {tier} plan failed and the subscription is past due."),
+                "Update your payment method to keep the plan; after the grace period the account moves to the free plan.".into(),
+            ],
+        ),
     }
 }
 
@@ -238,6 +307,64 @@ mod tests {
         assert!(!r.html.contains("<b>evil"), "{}", r.html);
         assert!(r.html.contains("A &amp; B"));
         assert!(r.html.contains("&lt;b&gt;evil&lt;/b&gt;@example.com"));
+    }
+
+    #[test]
+    fn alert_mails_say_what_happened() {
+        use crate::alerts::Alert;
+        let t = Template::Alert {
+            link: "http://127.0.0.1:8080/dashboard".into(),
+            alert: Alert::MemoryQuota {
+                threshold_percent: 80,
+                memories_used: 4100,
+                memories_limit: 5000,
+            },
+        };
+        let r = t.render("Stellar Gate");
+        assert_eq!(r.subject, "Stellar Gate: 80 % of your memory quota used");
+        assert!(r.text.contains("4100 of the 5000 memories"), "{}", r.text);
+        assert!(r
+            .text
+            .lines()
+            .any(|l| l == "http://127.0.0.1:8080/dashboard"));
+        assert_eq!(t.name(), "alert");
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<Template>(&json).unwrap(), t);
+        let k = Template::Alert {
+            link: "l".into(),
+            alert: Alert::KeyExpiring {
+                key_id: uuid::Uuid::nil(),
+                key_prefix: "sk-stellar-ab12".into(),
+                name: Some("<ci>".into()),
+                expires_at: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+                within_days: 7,
+            },
+        }
+        .render("P");
+        assert!(
+            k.text
+                .contains("\"<ci>\" sk-stellar-ab12… expires at 2023-11-14 22:13 UTC"),
+            "{}",
+            k.text
+        );
+        assert!(!k.html.contains("<ci>"), "escaped");
+        for a in [
+            Alert::RateLimited {
+                minutes: 5,
+                refused_requests: 12,
+            },
+            Alert::PaymentFailed {
+                tier: "pro".into(),
+                past_due_since: None,
+            },
+        ] {
+            let r = Template::Alert {
+                link: "l".into(),
+                alert: a,
+            }
+            .render("P");
+            assert!(r.subject.starts_with("P: "), "{}", r.subject);
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod pages;
 mod toss;
 mod webhooks;
 
+mod webhooks_out;
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::DefaultBodyLimit;
@@ -52,6 +53,27 @@ pub fn router(state: AppState) -> Router {
         .route("/billing/tiers", get(checkout::tiers))
         .route("/billing/toss/confirm", post(toss::confirm))
         .route("/billing/toss/pay", get(toss::page))
+        .route(
+            "/auth/webhooks",
+            get(webhooks_out::list).post(webhooks_out::create),
+        )
+        .route("/auth/webhooks/{id}", delete(webhooks_out::delete))
+        .route(
+            "/auth/webhooks/{id}/rotate-secret",
+            post(webhooks_out::rotate_secret),
+        )
+        .route(
+            "/auth/webhooks/{id}/deliveries",
+            get(webhooks_out::deliveries),
+        )
+        .route(
+            "/auth/webhooks/deliveries/{id}/resend",
+            post(webhooks_out::resend),
+        )
+        .route(
+            "/auth/alerts",
+            get(webhooks_out::get_alerts).put(webhooks_out::put_alerts),
+        )
         .route("/billing/toss/success", get(toss::success))
         .route("/billing/toss/fail", get(toss::fail))
         .route(

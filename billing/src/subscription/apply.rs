@@ -7,6 +7,7 @@ use crate::accounts::{User, USER_COLUMNS};
 use crate::identity::audit::{action, Event as AuditEvent};
 use crate::identity::IdTx;
 use crate::providers::toss::ledger::{self, ChargeStatus};
+use crate::webhooks::{event, WebhookTx};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use stellar_common::feed::{self, APPEND_SQL};
@@ -168,6 +169,7 @@ pub async fn apply(db: &Db, ev: &Event, free_tier: &str) -> sqlx::Result<Outcome
                 .execute(&mut *tx).await?;
             sqlx::query(APPEND_SQL).bind(Some(user_id)).bind(None::<String>).bind(feed::kind::TIER_CHANGED).bind(now)
                 .execute(&mut *tx).await?;
+            tx.emit_webhook(user_id, event::SUBSCRIPTION_UPDATED, serde_json::json!({"tier": &next.tier, "previous_tier": &u.tier, "status": next.status, "previous_status": u.subscription_status, "current_period_end": next.period_end, "cancel_at_period_end": next.cancel_at_period_end, "provider": ev.provider})).await?;
             let actor = format!("provider:{}", ev.provider);
             let audit = |action, target| AuditEvent { account_id: user_id, actor: &actor, action, target: Some(target), ip: None, at: now };
             if next.tier != u.tier {
@@ -247,6 +249,7 @@ pub async fn sweep(
                     .bind(sqlx::types::Json(serde_json::json!({"reason": reason}))).bind(now)
                     .execute(&mut *tx).await?;
                 sqlx::query(APPEND_SQL).bind(Some(id)).bind(None::<String>).bind(feed::kind::TIER_CHANGED).bind(now).execute(&mut *tx).await?;
+                tx.emit_webhook(id, event::SUBSCRIPTION_UPDATED, serde_json::json!({"tier": free_tier, "previous_tier": tier_before.get(&id), "status": "expired", "reason": reason})).await?;
                 tx.commit().await?;
                 true
             } else {

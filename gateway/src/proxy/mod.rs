@@ -98,11 +98,22 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(cfg: &GatewayConfig, engine: SocketAddr, billing: SocketAddr) -> Upstreams {
+    /// `engine_host`: the `Host` the engine must see (an engine given as a URL).
+    pub fn new(
+        cfg: &GatewayConfig,
+        engine: SocketAddr,
+        engine_host: Option<String>,
+        billing: SocketAddr,
+    ) -> Upstreams {
         let connect = Duration::from_millis(cfg.connect_timeout_ms.max(1));
         let idle = Duration::from_secs(cfg.upstream_idle_timeout_secs);
+        let mut engine = Upstream::new(UpstreamKind::Engine, engine, connect, idle);
+        if let Some(h) = engine_host {
+            engine.host = h.clone();
+            engine.fixed_host = Some(h);
+        }
         Upstreams {
-            engine: Upstream::new(UpstreamKind::Engine, engine, connect, idle),
+            engine,
             billing: Upstream::new(UpstreamKind::Billing, billing, connect, idle),
             read_timeout: Duration::from_secs(cfg.read_timeout_secs.max(1)),
             events_read_timeout: Duration::from_secs(cfg.events_read_timeout_secs.max(1)),

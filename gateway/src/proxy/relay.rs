@@ -68,6 +68,7 @@ impl Gateway {
                 request_id: ctx.request_id.as_str(),
                 client_ip: ctx.client_ip,
                 upstream_host: &up.host,
+                fixed_host: up.fixed_host.is_some(),
             };
             rewrite::upstream_head(&mut c.out, &req.bytes, &req.head, &stamp);
             ctx.upstream_sent = Some(Instant::now());

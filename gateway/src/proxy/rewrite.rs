@@ -30,6 +30,8 @@ pub struct Stamp<'a> {
     pub client_ip: Option<IpAddr>,
     /// The `Host` sent when the client sent none (HTTP/1.0): the upstream's address.
     pub upstream_host: &'a str,
+    /// Send `upstream_host` instead of the client's `Host` (an upstream given as a URL).
+    pub fixed_host: bool,
 }
 
 /// Whether a client's request field may reach an upstream. Every name is decided here: a new
@@ -75,11 +77,12 @@ pub fn upstream_head(out: &mut Vec<u8>, bytes: &[u8], h: &Head, s: &Stamp<'_>) {
         // needed, and dropping it would make the request invalid).
         let named =
             h.conn.names_fields && *name != Name::Host && h.connection_names(bytes, f.name(bytes));
-        if forwarded(*name, s.engine) && !named {
+        let replaced = s.fixed_host && *name == Name::Host;
+        if forwarded(*name, s.engine) && !named && !replaced {
             h1::put_field(out, f.name(bytes), f.value(bytes));
         }
     }
-    if !had_host {
+    if !had_host || s.fixed_host {
         // The upstream hears HTTP/1.1, where `Host` is required.
         h1::put_field(out, b"Host", s.upstream_host.as_bytes());
     }

@@ -14,6 +14,7 @@ fn stamp(engine: bool) -> Stamp<'static> {
         request_id: "rid-1",
         client_ip: Some("203.0.113.9".parse().unwrap()),
         upstream_host: "127.0.0.1:9000",
+        fixed_host: false,
     }
 }
 
@@ -258,4 +259,21 @@ fn cors_fields_are_the_gateway_s_alone() {
         own.contains("access-control-allow-credentials: true\r\n"),
         "{own}"
     );
+}
+
+#[test]
+fn an_upstream_given_as_a_url_sees_its_own_host() {
+    let mut s = stamp(true);
+    s.upstream_host = "memory.example.com";
+    s.fixed_host = true;
+    let (_, f) = rewrite(
+        "GET /api/v1/stats HTTP/1.1\r\nHost: gateway.local\r\n\r\n",
+        &s,
+    );
+    assert_eq!(values(&f, "host"), ["memory.example.com"]);
+    let (_, f) = rewrite(
+        "GET /api/v1/stats HTTP/1.1\r\nHost: gateway.local\r\n\r\n",
+        &stamp(true),
+    );
+    assert_eq!(values(&f, "host"), ["gateway.local"]);
 }
