@@ -7,6 +7,8 @@
 //! through the state machine in `subscription`, which applies it, its audit row and its
 //! change-feed row in one transaction. `scheduler` runs Toss renewals and grace-period expiry.
 //! `mail` is the e-mail outbox (enqueued in the caller's transaction) and the worker that sends it.
+//! `webhooks` is the same for events to customers' endpoints; `alerts` raises threshold alerts
+//! (by mail and webhook) from a periodic evaluator.
 //! `error` is the one error type, turned into JSON at one boundary.
 //!
 //! Files:
@@ -14,7 +16,9 @@
 //!   `main.rs` only parses flags and configuration.
 //! - `routes/`: the HTTP API (docs/billing-api.md). `mod.rs` is the router; `account`
 //!   (`/auth/*`), `checkout` (plans, checkout, portal, cancel), `toss` (Toss's card page,
-//!   redirects and confirmation), `webhooks`, `pages` (landing, dashboard, static files);
+//!   redirects and confirmation), `webhooks` (the providers' incoming ones), `webhooks_out`
+//!   (customers' endpoints, their deliveries, alert thresholds), `pages` (landing, dashboard,
+//!   static files);
 //!   `tests` drives the router in-process with `oneshot`.
 //! - `extract`: extractors whose rejections are our JSON errors; `error`: `ApiError` → JSON.
 //! - `accounts`: users, API keys and usage, each write with its change-feed row;
@@ -25,6 +29,9 @@
 //! - `subscription/`: the state machine. `status` (`Status`, the stored status type), `decide`
 //!   (the pure transition function: start reading here), `apply` (the transaction, effects,
 //!   the expiry sweep).
+//! - `webhooks/`: customers' endpoints, the event outbox written in the change's transaction,
+//!   the delivery worker (its `mod.rs` maps the files); `alerts/`: thresholds, the pure
+//!   `decide` (once per crossing), the evaluator that mails and emits them.
 //! - `providers/`: the `Provider` trait and helpers in `mod.rs`; `lemon`, `stripe`, and `toss/`
 //!   (`client`: the HTTP API without SQL; `ledger`: `toss_charges`; `charges`: confirmation,
 //!   renewals, the reconciler; `webhook`).
@@ -35,6 +42,7 @@
 pub mod accounts;
 pub mod crypto;
 pub mod error;
+pub mod alerts;
 pub mod extract;
 pub mod identity;
 pub mod key_scope;
@@ -53,6 +61,7 @@ pub mod usage_history;
 
 use settings::Settings;
 use state::AppState;
+pub mod webhooks;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,6 +106,8 @@ pub async fn run(
     let settings = Arc::new(settings);
     let metrics = Arc::new(metrics::Metrics::new());
     let http = reqwest::Client::builder()
+    let mut settings = settings;
+    settings.webhooks.ensure_key()?;
         .user_agent(concat!("stellar-billing/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
         .build()?;
@@ -147,6 +158,12 @@ pub async fn run(
     let mailer = tokio::spawn(mail::run(
         db.clone(),
         settings.mail.clone(),
+    let webhook_worker = tokio::spawn(webhooks::run(
+        db.clone(),
+        settings.webhooks.clone(),
+        stop_rx.clone(),
+    ));
+    let alerts = tokio::spawn(alerts::run(db.clone(), settings.clone(), stop_rx.clone()));
         settings.mail.transport()?,
         stop_rx.clone(),
     ));
@@ -170,6 +187,8 @@ pub async fn run(
     let _ = metrics_task.await;
     db.close().await;
     Ok(())
+    let _ = tokio::time::timeout(DRAIN, webhook_worker).await;
+    let _ = tokio::time::timeout(DRAIN, alerts).await;
 }
 
 async fn serve_metrics(

@@ -1,6 +1,7 @@
 //! Typed configuration of billing: the `[billing]`, `[lemon]`, `[stripe]` and `[toss]` sections
 //! of `config/stellar.toml` (every key documented there), checked once at start-up; `[mail]` is
-//! decoded by `mail::MailConfig`.
+//! decoded by `mail::MailConfig`, `[webhooks]` by `webhooks::WebhooksConfig`, `[alerts]` by
+//! `alerts::AlertsConfig`.
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -90,12 +91,17 @@ pub struct Settings {
     pub toss_key: Option<[u8; 32]>,
 }
 
-fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+/// A configuration error naming `key`.
+pub(crate) fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         source_name: "configuration".into(),
         message: message.into(),
     }
+    /// `[webhooks]`: customers' endpoints and the delivery worker.
+    pub webhooks: crate::webhooks::WebhooksConfig,
+    /// `[alerts]`: the alert evaluator.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 impl Settings {
@@ -141,6 +147,8 @@ impl Settings {
             }
         }
         let toss_configured = !toss.secret_key.is_empty() && !toss.client_key.trim().is_empty();
+        let webhooks = crate::webhooks::WebhooksConfig::from_config(config, &common.data_dir)?;
+        let alerts = crate::alerts::AlertsConfig::from_config(config)?;
         let toss_key = if toss_configured {
             Some(crate::crypto::parse_key(toss.encryption_key.expose()).map_err(|m| {
                 invalid(
@@ -172,3 +180,5 @@ impl Settings {
         Duration::from_secs_f64(self.billing.provider_timeout_secs.max(0.1))
     }
 }
+            webhooks,
+            alerts,
