@@ -40,9 +40,9 @@
 //!   `state`; `testing` (unit tests only: a temporary SQLite account DB and the state around it).
 
 pub mod accounts;
+pub mod alerts;
 pub mod crypto;
 pub mod error;
-pub mod alerts;
 pub mod extract;
 pub mod identity;
 pub mod key_scope;
@@ -58,10 +58,10 @@ pub mod subscription;
 #[cfg(test)]
 mod testing;
 pub mod usage_history;
+pub mod webhooks;
 
 use settings::Settings;
 use state::AppState;
-pub mod webhooks;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,11 +103,11 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("migrating the account DB failed: {e}"))?;
     report_email_conflicts(&db).await?;
 
+    let mut settings = settings;
+    settings.webhooks.ensure_key()?;
     let settings = Arc::new(settings);
     let metrics = Arc::new(metrics::Metrics::new());
     let http = reqwest::Client::builder()
-    let mut settings = settings;
-    settings.webhooks.ensure_key()?;
         .user_agent(concat!("stellar-billing/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
         .build()?;
@@ -155,15 +155,15 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let scheduler = tokio::spawn(scheduler::run(state.clone(), stop_rx.clone()));
-    let mailer = tokio::spawn(mail::run(
-        db.clone(),
-        settings.mail.clone(),
     let webhook_worker = tokio::spawn(webhooks::run(
         db.clone(),
         settings.webhooks.clone(),
         stop_rx.clone(),
     ));
     let alerts = tokio::spawn(alerts::run(db.clone(), settings.clone(), stop_rx.clone()));
+    let mailer = tokio::spawn(mail::run(
+        db.clone(),
+        settings.mail.clone(),
         settings.mail.transport()?,
         stop_rx.clone(),
     ));
@@ -184,11 +184,11 @@ pub async fn run(
     }
     let _ = tokio::time::timeout(DRAIN, scheduler).await;
     let _ = tokio::time::timeout(DRAIN, mailer).await;
+    let _ = tokio::time::timeout(DRAIN, webhook_worker).await;
+    let _ = tokio::time::timeout(DRAIN, alerts).await;
     let _ = metrics_task.await;
     db.close().await;
     Ok(())
-    let _ = tokio::time::timeout(DRAIN, webhook_worker).await;
-    let _ = tokio::time::timeout(DRAIN, alerts).await;
 }
 
 async fn serve_metrics(

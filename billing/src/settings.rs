@@ -87,6 +87,10 @@ pub struct Settings {
     pub tiers: Tiers,
     /// `[mail]`: the outbox worker and where mail goes.
     pub mail: crate::mail::MailConfig,
+    /// `[webhooks]`: customers' endpoints and the delivery worker.
+    pub webhooks: crate::webhooks::WebhooksConfig,
+    /// `[alerts]`: the alert evaluator.
+    pub alerts: crate::alerts::AlertsConfig,
     /// The decoded Toss encryption key (present whenever Toss is configured).
     pub toss_key: Option<[u8; 32]>,
 }
@@ -98,10 +102,6 @@ pub(crate) fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
         source_name: "configuration".into(),
         message: message.into(),
     }
-    /// `[webhooks]`: customers' endpoints and the delivery worker.
-    pub webhooks: crate::webhooks::WebhooksConfig,
-    /// `[alerts]`: the alert evaluator.
-    pub alerts: crate::alerts::AlertsConfig,
 }
 
 impl Settings {
@@ -123,6 +123,8 @@ impl Settings {
         let stripe: StripeSection = config.section("stripe")?;
         let toss: TossSection = config.section("toss")?;
         let mail = crate::mail::MailConfig::from_config(config, &common.data_dir)?;
+        let webhooks = crate::webhooks::WebhooksConfig::from_config(config, &common.data_dir)?;
+        let alerts = crate::alerts::AlertsConfig::from_config(config)?;
         let tiers =
             Tiers::load(&common.tiers_file).map_err(|e| invalid("tiers_file", e.to_string()))?;
         if billing.body_limit_bytes < 1024 {
@@ -147,8 +149,6 @@ impl Settings {
             }
         }
         let toss_configured = !toss.secret_key.is_empty() && !toss.client_key.trim().is_empty();
-        let webhooks = crate::webhooks::WebhooksConfig::from_config(config, &common.data_dir)?;
-        let alerts = crate::alerts::AlertsConfig::from_config(config)?;
         let toss_key = if toss_configured {
             Some(crate::crypto::parse_key(toss.encryption_key.expose()).map_err(|m| {
                 invalid(
@@ -168,6 +168,8 @@ impl Settings {
             toss,
             tiers,
             mail,
+            webhooks,
+            alerts,
             toss_key,
         })
     }
@@ -180,5 +182,3 @@ impl Settings {
         Duration::from_secs_f64(self.billing.provider_timeout_secs.max(0.1))
     }
 }
-            webhooks,
-            alerts,

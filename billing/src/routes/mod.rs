@@ -8,8 +8,8 @@ mod members;
 mod pages;
 mod toss;
 mod webhooks;
-
 mod webhooks_out;
+
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::DefaultBodyLimit;
@@ -50,9 +50,6 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/api-keys/{id}/rotate", post(account::rotate_key))
         .route("/auth/usage", get(account::usage))
         .route("/auth/usage/history", get(account::usage_history))
-        .route("/billing/tiers", get(checkout::tiers))
-        .route("/billing/toss/confirm", post(toss::confirm))
-        .route("/billing/toss/pay", get(toss::page))
         .route(
             "/auth/webhooks",
             get(webhooks_out::list).post(webhooks_out::create),
@@ -74,6 +71,9 @@ pub fn router(state: AppState) -> Router {
             "/auth/alerts",
             get(webhooks_out::get_alerts).put(webhooks_out::put_alerts),
         )
+        .route("/billing/tiers", get(checkout::tiers))
+        .route("/billing/toss/confirm", post(toss::confirm))
+        .route("/billing/toss/pay", get(toss::page))
         .route("/billing/toss/success", get(toss::success))
         .route("/billing/toss/fail", get(toss::fail))
         .route(
