@@ -20,6 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+mod learning;
+pub use learning::{LearningRows, LoggedRecall};
+
 /// The most changes committed in one transaction; bounds the latency a big batch adds.
 const MAX_BATCH_OPS: usize = 4096;
 /// Rows per multi-row INSERT / UPDATE statement (13 parameters each; well under both back-ends'
@@ -65,6 +68,8 @@ pub struct StoredRow {
     pub agent: String,
     pub content: String,
     pub importance: f64,
+    /// The metadata object as stored (JSON).
+    pub metadata: String,
     pub emotion: Option<String>,
     pub created_at: f64,
     pub last_recalled_at: f64,
@@ -89,6 +94,40 @@ pub enum Op {
     /// A memory moved zone (overflow or reorbit).
     Place(Placement),
     Delete(Uuid),
+    /// A recall that returned memories, for self-learning (`optimize`).
+    RecallLog(Box<RecallLog>),
+    /// Keep only a tenant's newest `keep` recall logs.
+    PruneRecallLogs {
+        user: String,
+        agent: String,
+        keep: i64,
+    },
+    /// A tenant's current score weights (JSON); the row's existence means self-learning was
+    /// initialised for the tenant.
+    SetWeights {
+        user: String,
+        agent: String,
+        weights: String,
+    },
+    /// One entry of a tenant's weight history (JSON weights; reason `pre_optimize`, `optimize`
+    /// or `rollback`).
+    WeightHistory {
+        user: String,
+        agent: String,
+        weights: String,
+        reason: &'static str,
+        ts: f64,
+    },
+}
+
+/// One recall as self-learning sees it: the query and the ids it returned (a JSON list).
+#[derive(Debug, Clone)]
+pub struct RecallLog {
+    pub user: String,
+    pub agent: String,
+    pub query: String,
+    pub result_ids: String,
+    pub ts: f64,
 }
 
 struct Job {
@@ -204,7 +243,7 @@ impl Storage {
     /// Every stored memory, for rebuilding the RAM state at start-up.
     pub async fn load_all(&self) -> Result<Vec<StoredRow>, StorageError> {
         const SQL: &str = "SELECT id, user_id, agent_id, content, importance, emotion, created_at, last_recalled_at, recall_count, \
-                           context_score, score, zone FROM memories";
+                           context_score, score, zone, metadata FROM memories";
         macro_rules! decode {
             ($rows:expr) => {
                 $rows
@@ -225,6 +264,7 @@ impl Storage {
                             context: r.try_get(9)?,
                             score: r.try_get(10)?,
                             zone: r.try_get::<i32, _>(11)?.clamp(0, 4) as u8,
+                            metadata: r.try_get(12)?,
                         })
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -356,11 +396,72 @@ async fn apply<'a>(db: &Db, ops: impl Iterator<Item = &'a Op> + Clone) -> Result
                 });
                 qb.build().execute(&mut *tx).await?;
             }
-            let rest: Vec<&Op> = ops.filter(|op| !matches!(op, Op::Insert(_))).collect();
+            // Recall logs refer to nothing: they go in together too.
+            let logs: Vec<&RecallLog> = ops
+                .clone()
+                .filter_map(|op| match op {
+                    Op::RecallLog(l) => Some(&**l),
+                    _ => None,
+                })
+                .collect();
+            for chunk in logs.chunks(ROWS_PER_STATEMENT) {
+                let mut qb = QueryBuilder::<$db>::new(
+                    "INSERT INTO recall_logs (user_id, agent_id, query, result_ids, timestamp) ",
+                );
+                qb.push_values(chunk, |mut b, l| {
+                    b.push_bind(l.user.clone())
+                        .push_bind(l.agent.clone())
+                        .push_bind(l.query.clone())
+                        .push_bind(l.result_ids.clone())
+                        .push_bind(l.ts);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            let rest: Vec<&Op> = ops
+                .filter(|op| !matches!(op, Op::Insert(_) | Op::RecallLog(_)))
+                .collect();
             let mut i = 0;
             while i < rest.len() {
                 match rest[i] {
-                    Op::Insert(_) => unreachable!("inserts were applied first"),
+                    Op::Insert(_) | Op::RecallLog(_) => unreachable!("inserts were applied first"),
+                    Op::PruneRecallLogs { user, agent, keep } => {
+                        let mut qb = QueryBuilder::<$db>::new("DELETE FROM recall_logs WHERE user_id = ");
+                        qb.push_bind(user.clone())
+                            .push(" AND agent_id = ")
+                            .push_bind(agent.clone())
+                            .push(" AND id <= (SELECT id FROM recall_logs WHERE user_id = ")
+                            .push_bind(user.clone())
+                            .push(" AND agent_id = ")
+                            .push_bind(agent.clone())
+                            .push(" ORDER BY id DESC LIMIT 1 OFFSET ")
+                            .push_bind(*keep)
+                            .push(")");
+                        qb.build().execute(&mut *tx).await?;
+                    }
+                    Op::SetWeights { user, agent, weights } => {
+                        let mut qb = QueryBuilder::<$db>::new("INSERT INTO tenant_weights (user_id, agent_id, weights) VALUES (");
+                        qb.push_bind(user.clone())
+                            .push(", ")
+                            .push_bind(agent.clone())
+                            .push(", ")
+                            .push_bind(weights.clone())
+                            .push(") ON CONFLICT (user_id, agent_id) DO UPDATE SET weights = excluded.weights");
+                        qb.build().execute(&mut *tx).await?;
+                    }
+                    Op::WeightHistory { user, agent, weights, reason, ts } => {
+                        let mut qb = QueryBuilder::<$db>::new("INSERT INTO weight_history (user_id, agent_id, weights, timestamp, reason) VALUES (");
+                        qb.push_bind(user.clone())
+                            .push(", ")
+                            .push_bind(agent.clone())
+                            .push(", ")
+                            .push_bind(weights.clone())
+                            .push(", ")
+                            .push_bind(*ts)
+                            .push(", ")
+                            .push_bind(*reason)
+                            .push(")");
+                        qb.build().execute(&mut *tx).await?;
+                    }
                     Op::Place(_) => {
                         // A run of moves becomes one UPDATE … FROM (VALUES …) per chunk; within
                         // a run only the last move of a memory counts.
