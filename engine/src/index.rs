@@ -56,7 +56,7 @@ struct Term<'a> {
 /// (see [`Index::search`]); they only add to the scores of documents found through rarer terms.
 const COMMON_TERM_SHARE: f32 = 0.10;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Index {
     term_ids: HashMap<String, u32>,
     postings: Vec<Vec<Posting>>,

@@ -9,6 +9,9 @@
 //!   response is sent; change events per tenant.
 //! - [`space`]: one tenant's memories, their five zones (ordered sets) and their full-text
 //!   [`index`] (BM25). [`model`] holds the scoring, zone and decay rules as pure functions.
+//! - [`analysis`]: introspection, confident recall, reasoning, contradictions, self-learning of
+//!   a tenant's score weights and the benchmark, as pure functions over memories (the
+//!   original's rules); `engine` runs them per tenant and persists the learned weights.
 //! - [`storage`]: SQLite (WAL) or PostgreSQL behind a single writer task with group commit.
 //! - [`clock`]: injected time, so decay and forgetting are testable; [`metrics`]: Prometheus.
 //!
@@ -16,6 +19,7 @@
 //! without touching the database. A reorbit runs every `reorbit_interval_secs` (and once at
 //! start) to rescore, re-lay the zones, decay and forget.
 
+pub mod analysis;
 pub mod clock;
 pub mod engine;
 pub mod http;

@@ -14,11 +14,13 @@ pub const CAPACITIES: [Option<usize>; ZONES] = [Some(20), Some(100), Some(1000),
 /// Lowest score that still belongs in zones 0..=3 (zone 4 takes everything below 0).
 const ZONE_MIN_SCORE: [f64; 4] = [0.8, 0.5, 0.2, 0.0];
 
-/// Score weights of the original system (recall, freshness, importance, context).
+/// Score weights of the original system (recall, freshness, importance, context); its emotion
+/// weight is 0 by default. Each tenant starts with these; `POST /api/v1/optimize` tunes them.
 pub const W_RECALL: f64 = 0.30;
 pub const W_FRESHNESS: f64 = 0.30;
 pub const W_IMPORTANCE: f64 = 0.25;
 pub const W_CONTEXT: f64 = 0.15;
+pub const W_EMOTION: f64 = 0.0;
 /// Recall counts beyond this add nothing: the recall term is log(1+n)/log(1+MAX_RECALL), capped.
 pub const MAX_RECALL: f64 = 1000.0;
 /// Freshness falls linearly from 1 (just recalled) to 0 over this many seconds. It is the
@@ -36,6 +38,31 @@ pub struct ScoreInputs {
     /// Relevance to the current context in [0, 1]: for us, how well the memory matched the last
     /// query that recalled it (the original used an embedding of the current context).
     pub context: f64,
+    /// Emotion intensity in [0, 1] (the strongest of the six), 0 for a neutral memory.
+    pub emotion: f64,
+}
+
+/// A tenant's score weights, under the original's names (`w_arbitrary` is the importance
+/// weight). Serialised in the original's key order.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct Weights {
+    pub w_recall: f64,
+    pub w_freshness: f64,
+    pub w_arbitrary: f64,
+    pub w_context: f64,
+    pub w_emotion: f64,
+}
+
+impl Default for Weights {
+    fn default() -> Weights {
+        Weights {
+            w_recall: W_RECALL,
+            w_freshness: W_FRESHNESS,
+            w_arbitrary: W_IMPORTANCE,
+            w_context: W_CONTEXT,
+            w_emotion: W_EMOTION,
+        }
+    }
 }
 
 /// Recall term in [0, 1]: logarithmic, so the first recalls matter most, saturating at 1,000.
@@ -53,11 +80,12 @@ pub fn freshness_term(last_recalled_at: f64, now: f64) -> f64 {
 }
 
 /// The weighted score of a memory at `now`.
-pub fn score(inputs: &ScoreInputs, now: f64) -> f64 {
-    W_RECALL * recall_term(inputs.recall_count)
-        + W_FRESHNESS * freshness_term(inputs.last_recalled_at, now)
-        + W_IMPORTANCE * inputs.importance.clamp(0.0, 1.0)
-        + W_CONTEXT * inputs.context.clamp(0.0, 1.0)
+pub fn score(inputs: &ScoreInputs, now: f64, w: &Weights) -> f64 {
+    w.w_recall * recall_term(inputs.recall_count)
+        + w.w_freshness * freshness_term(inputs.last_recalled_at, now)
+        + w.w_arbitrary * inputs.importance.clamp(0.0, 1.0)
+        + w.w_context * inputs.context.clamp(0.0, 1.0)
+        + w.w_emotion * inputs.emotion.clamp(0.0, 1.0)
 }
 
 /// The zone a score belongs to before capacities are considered.
@@ -101,6 +129,11 @@ impl Emotion {
             self.surprise,
             self.disgust,
         ]
+    }
+
+    /// The strongest emotion's value: the original's emotion intensity.
+    pub fn intensity(&self) -> f64 {
+        self.values().into_iter().fold(0.0, f64::max)
     }
 
     /// The strongest emotion's name (ties go to the first in `NAMES`, like Python's `max`).
@@ -217,6 +250,51 @@ impl Emotion {
     }
 }
 
+/// A memory's `metadata.tags`, kept in RAM for introspection's coverage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tags {
+    /// Usable tags: a list of strings, a single string (one tag, as the original's own
+    /// auto-encryption reads it), or an object's keys (what iterating a dict gives in Python).
+    List(Box<[String]>),
+    /// Anything else (a number, `null`, a list holding non-strings): the original crashes on
+    /// it when introspecting; we name what was found.
+    Invalid(&'static str),
+}
+
+impl Tags {
+    /// The tags of a metadata object; `None` when it has no `tags` key.
+    pub fn of(metadata: &serde_json::Value) -> Option<Tags> {
+        use serde_json::Value;
+        let kind = |v: &Value| match v {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "a list",
+            Value::Object(_) => "an object",
+        };
+        Some(match metadata.get("tags")? {
+            Value::String(s) => Tags::List(Box::new([s.clone()])),
+            Value::Object(o) => Tags::List(o.keys().cloned().collect()),
+            Value::Array(items) => match items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or(v))
+                .collect::<Result<Box<[String]>, &Value>>()
+            {
+                Ok(list) => Tags::List(list),
+                Err(v) => Tags::Invalid(match kind(v) {
+                    "null" => "a list holding null",
+                    "a boolean" => "a list holding a boolean",
+                    "a number" => "a list holding a number",
+                    "a list" => "a list holding a list",
+                    _ => "a list holding an object",
+                }),
+            },
+            other => Tags::Invalid(kind(other)),
+        })
+    }
+}
+
 /// `auto_evaluate`: estimate importance from the text alone (the original's rule-based evaluator
 /// without an LLM): facts, feelings, actions and explicit "remember this" each raise it.
 pub fn evaluate_importance(text: &str) -> f64 {
@@ -269,7 +347,12 @@ mod tests {
             last_recalled_at: last,
             importance,
             context,
+            emotion: 0.0,
         }
+    }
+
+    fn score(i: &ScoreInputs, now: f64) -> f64 {
+        super::score(i, now, &Weights::default())
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! Nothing here blocks or awaits: the caller holds the space's lock only for these calls.
 
 use crate::index::{DocId, Index, Matches};
-use crate::model::{self, Emotion, ScoreInputs, CAPACITIES, CLOUD, ZONES};
+use crate::model::{self, Emotion, ScoreInputs, Tags, Weights, CAPACITIES, CLOUD, ZONES};
 use std::cmp::Ordering;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -27,6 +27,8 @@ pub struct Memory {
     /// The score as of the last time it was computed (store, recall or reorbit).
     pub score: f64,
     pub zone: u8,
+    /// `metadata.tags`, if the metadata has that key (introspection's coverage reads it).
+    pub tags: Option<Tags>,
 }
 
 impl Memory {
@@ -48,6 +50,7 @@ impl Memory {
             context: 0.0,
             score: 0.0,
             zone: 0,
+            tags: None,
         }
     }
 
@@ -57,6 +60,7 @@ impl Memory {
             last_recalled_at: self.last_recalled_at,
             importance: self.importance,
             context: self.context,
+            emotion: self.emotion.map_or(0.0, |e| e.intensity()),
         }
     }
 }
@@ -146,7 +150,8 @@ impl Ord for Ranked {
 const RANK_RELEVANCE: f64 = 0.8;
 const RANK_SCORE: f64 = 0.2;
 
-#[derive(Debug, Default)]
+/// Cloneable so a benchmark can run on a scratch copy of a tenant's space.
+#[derive(Debug, Default, Clone)]
 pub struct Space {
     slots: Vec<Option<Memory>>,
     free: Vec<DocId>,
@@ -155,6 +160,8 @@ pub struct Space {
     index: Index,
     /// Each slot's current score, kept beside the memories so ranking reads a dense array.
     slot_scores: Vec<f64>,
+    /// The tenant's score weights (the original's defaults until `optimize` tunes them).
+    weights: Weights,
 }
 
 impl Space {
@@ -164,6 +171,16 @@ impl Space {
 
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
+    }
+
+    pub fn weights(&self) -> Weights {
+        self.weights
+    }
+
+    /// Score with these weights from now on; existing scores change at the next reorbit, as
+    /// in the original (whose tuned weights apply to the next calculation).
+    pub fn set_weights(&mut self, weights: Weights) {
+        self.weights = weights;
     }
 
     pub fn zone_counts(&self) -> [usize; ZONES] {
@@ -211,7 +228,7 @@ impl Space {
         let zone = match fixed_zone {
             Some(z) => z,
             None => {
-                memory.score = model::score(&memory.inputs(), now);
+                memory.score = model::score(&memory.inputs(), now, &self.weights);
                 model::natural_zone(memory.score)
             }
         };
@@ -392,11 +409,12 @@ impl Space {
         };
         let zone = self.mem(slot).zone;
         self.zones[zone as usize].remove(&old);
+        let weights = self.weights;
         let m = self.mem_mut(slot);
         m.recall_count += 1;
         m.last_recalled_at = now;
         m.context = hit.relevance;
-        m.score = model::score(&m.inputs(), now);
+        m.score = model::score(&m.inputs(), now, &weights);
         let target = model::natural_zone(m.score);
         let mut changes = self.place(slot, target);
         let m = self.mem(slot);
@@ -413,6 +431,37 @@ impl Space {
 
     pub fn memory_at(&self, slot: DocId) -> &Memory {
         self.mem(slot)
+    }
+
+    /// The memory a hit found, if it is still there (not forgotten, slot not reused).
+    pub fn peek(&self, hit: &Hit) -> Option<&Memory> {
+        match self.slots.get(hit.slot as usize) {
+            Some(Some(m)) if m.id == hit.id => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The first `n` memories zone by zone (core first), oldest first within a zone: the order
+    /// the original lists all memories in (its zones are tables read in insertion order).
+    pub fn first_by_zone(&self, n: usize) -> Vec<&Memory> {
+        let mut out: Vec<&Memory> = Vec::with_capacity(n.min(self.len()));
+        for set in &self.zones {
+            if out.len() >= n {
+                break;
+            }
+            let mut zone: Vec<&Memory> = set.iter().map(|k| self.mem(k.slot)).collect();
+            let key = |a: &&Memory, b: &&Memory| {
+                a.created_at.total_cmp(&b.created_at).then(a.id.cmp(&b.id))
+            };
+            let want = n - out.len();
+            if zone.len() > want {
+                zone.select_nth_unstable_by(want, key);
+                zone.truncate(want);
+            }
+            zone.sort_by(key);
+            out.extend(zone);
+        }
+        out
     }
 
     /// Memories sorted by score (highest first), optionally in one zone, paginated; with the
@@ -484,9 +533,10 @@ impl Space {
     /// for `forget_days`).
     pub fn reorbit(&mut self, now: f64, decay_days: f64, forget_days: f64) -> ReorbitOutcome {
         let mut order: Vec<(f64, DocId)> = Vec::with_capacity(self.len());
+        let weights = self.weights;
         for (slot, m) in self.slots.iter_mut().enumerate() {
             if let Some(m) = m {
-                m.score = model::score(&m.inputs(), now);
+                m.score = model::score(&m.inputs(), now, &weights);
                 order.push((m.score, slot as DocId));
             }
         }
