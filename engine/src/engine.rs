@@ -5,20 +5,28 @@
 //! order), release the lock, then wait for the commit before answering and announcing the event.
 //! Reads never touch the database.
 
+use crate::analysis::learning::LOGS_READ;
+use crate::analysis::Source;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::model::{self, Emotion, CAPACITIES, ZONES};
+use crate::model::{self, Emotion, Tags, CAPACITIES, ZONES};
 use crate::space::{Memory, Space};
-use crate::storage::{NewRow, Op, Storage, StorageError};
+use crate::storage::{NewRow, Op, RecallLog, Storage, StorageError};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+mod analysis;
+pub use analysis::ConfidentRecall;
+
 /// Events buffered per tenant for slow SSE readers before they start skipping.
 const EVENT_BUFFER: usize = 256;
+/// A tenant's recall logs are pruned back to the newest `LOGS_READ` once past this many.
+const LOGS_PRUNE_AT: usize = LOGS_READ + LOGS_READ / 10;
 
 /// Who a request acts for: `X-Stellar-User` and `X-Stellar-Agent`, empty for the default space.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -31,6 +39,16 @@ pub struct Tenant {
 pub enum EngineError {
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// 400: the request cannot be carried out as things stand (the original's
+    /// `HTTPException(400, …)`); the message is for the client.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 409: the tenant's stored data stops the request (where the original crashes).
+    #[error("{0}")]
+    Conflict(String),
+    /// 429: a bounded resource is in use; try again shortly.
+    #[error("{0}")]
+    Busy(&'static str),
 }
 
 /// A change announced on `/api/v1/events`.
@@ -50,6 +68,11 @@ pub struct Params {
 struct TenantState {
     space: RwLock<Space>,
     events: broadcast::Sender<Event>,
+    /// Recall logs stored for the tenant (self-learning reads the newest `LOGS_READ`).
+    recall_logs: AtomicUsize,
+    /// Held through optimize and rollback; true once the tenant has called optimize (the
+    /// original's self-learning is set up by its first optimize call).
+    learning: tokio::sync::Mutex<bool>,
 }
 
 impl TenantState {
@@ -57,6 +80,35 @@ impl TenantState {
         TenantState {
             space: RwLock::new(Space::default()),
             events: broadcast::channel(EVENT_BUFFER).0,
+            recall_logs: AtomicUsize::new(0),
+            learning: tokio::sync::Mutex::new(false),
+        }
+    }
+}
+
+/// One recall hit: what `/recall` returns, and the memory as it was before this recall.
+pub(crate) struct Recalled {
+    pub item: RecallItem,
+    pub before: Before,
+}
+
+/// A recalled memory's state before the recall touched it.
+pub(crate) struct Before {
+    pub zone: u8,
+    pub score: f64,
+    pub last_recalled_at: f64,
+    pub tags: Option<Tags>,
+}
+
+impl Recalled {
+    pub fn source(&self) -> Source {
+        Source {
+            id: self.item.id,
+            content: self.item.content.clone(),
+            zone: self.before.zone,
+            score: self.before.score,
+            last_recalled_at: self.before.last_recalled_at,
+            tags: self.before.tags.clone(),
         }
     }
 }
@@ -142,6 +194,8 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     /// The last storage failure, reported by health until a later commit succeeds.
     storage_failure: Mutex<Option<String>>,
+    /// One benchmark at a time per engine (each works on a scratch copy of a space).
+    benchmark_gate: tokio::sync::Semaphore,
 }
 
 impl Engine {
@@ -168,12 +222,39 @@ impl Engine {
                 .as_deref()
                 .and_then(|e| serde_json::from_str(e).ok());
             let mut m = Memory::new(row.id, row.content, row.importance, emotion, row.created_at);
+            m.tags = serde_json::from_str(&row.metadata)
+                .ok()
+                .and_then(|v| Tags::of(&v));
             m.last_recalled_at = row.last_recalled_at;
             m.recall_count = row.recall_count;
             m.context = row.context;
             m.score = row.score;
             m.zone = row.zone;
             state.space.write().expect("space lock").load(m);
+        }
+        let learning = storage.load_learning().await?;
+        fn state_of(
+            tenants: &mut HashMap<Tenant, Arc<TenantState>>,
+            user: String,
+            agent: String,
+        ) -> &mut TenantState {
+            let state = tenants
+                .entry(Tenant { user, agent })
+                .or_insert_with(|| Arc::new(TenantState::new()));
+            Arc::get_mut(state).expect("nothing else holds a tenant while loading")
+        }
+        for (user, agent, weights) in learning.weights {
+            let state = state_of(&mut tenants, user, agent);
+            match serde_json::from_str(&weights) {
+                Ok(w) => state.space.get_mut().expect("space lock").set_weights(w),
+                Err(e) => {
+                    tracing::error!(error = %e, "unreadable tenant weights; using the defaults")
+                }
+            }
+            *state.learning.get_mut() = true;
+        }
+        for (user, agent, n) in learning.log_counts {
+            *state_of(&mut tenants, user, agent).recall_logs.get_mut() = n.max(0) as usize;
         }
         let engine = Arc::new(Engine {
             tenants: RwLock::new(tenants),
@@ -182,6 +263,7 @@ impl Engine {
             params,
             metrics,
             storage_failure: Mutex::new(None),
+            benchmark_gate: tokio::sync::Semaphore::new(1),
         });
         let totals = engine.reorbit().await?;
         tracing::info!(
@@ -245,10 +327,9 @@ impl Engine {
         let state = self.tenant_or_create(tenant);
         let (stored, pending) = {
             let mut space = state.space.write().expect("space lock");
-            let moved = space.insert(
-                Memory::new(id, input.content, importance, emotion, now),
-                now,
-            );
+            let mut memory = Memory::new(id, input.content, importance, emotion, now);
+            memory.tags = Tags::of(&input.metadata);
+            let moved = space.insert(memory, now);
             let m = space.get(&id).expect("just inserted");
             let row = NewRow {
                 id,
@@ -288,27 +369,45 @@ impl Engine {
         limit: usize,
         emotion: Option<&str>,
     ) -> Result<Vec<RecallItem>, EngineError> {
+        let hits = self.recall_hits(tenant, query, limit, emotion).await?;
+        Ok(hits.into_iter().map(|h| h.item).collect())
+    }
+
+    /// A recall: rank, then count, refresh and re-place each hit, and log the recall for
+    /// self-learning. Also returns each hit as it was before, for the analyses that recall.
+    pub(crate) async fn recall_hits(
+        &self,
+        tenant: &Tenant,
+        query: &str,
+        limit: usize,
+        emotion: Option<&str>,
+    ) -> Result<Vec<Recalled>, EngineError> {
         let Some(state) = self.tenant(tenant) else {
             return Ok(Vec::new());
         };
         // Rank under the read lock so concurrent recalls and stores do not queue behind scoring.
-        let hits = state
-            .space
-            .read()
-            .expect("space lock")
-            .search(query, emotion, limit);
+        let hits = {
+            let space = state.space.read().expect("space lock");
+            space.search(query, emotion, limit.min(space.len()))
+        };
         if hits.is_empty() {
             return Ok(Vec::new());
         }
         let now = self.clock.now();
-        let (items, pending) = {
+        let (recalled, pending) = {
             let mut space = state.space.write().expect("space lock");
-            let mut items = Vec::with_capacity(hits.len());
+            let mut recalled: Vec<Recalled> = Vec::with_capacity(hits.len());
             let mut ops = Vec::new();
             for hit in &hits {
-                let Some(changes) = space.touch(hit, now) else {
+                let Some(before) = space.peek(hit).map(|m| Before {
+                    zone: m.zone,
+                    score: m.score,
+                    last_recalled_at: m.last_recalled_at,
+                    tags: m.tags.clone(),
+                }) else {
                     continue;
                 };
+                let changes = space.touch(hit, now).expect("peeked just now");
                 let m = space.memory_at(hit.slot);
                 ops.push(Op::Recall {
                     id: m.id,
@@ -318,28 +417,49 @@ impl Engine {
                     placement: changes[0],
                 });
                 ops.extend(changes[1..].iter().copied().map(Op::Place));
-                items.push(RecallItem {
-                    id: m.id,
-                    content: m.content.clone(),
-                    zone: m.zone,
-                    importance: model::round4(m.importance),
-                    recall_count: m.recall_count,
-                    emotion: m.emotion,
+                recalled.push(Recalled {
+                    item: RecallItem {
+                        id: m.id,
+                        content: m.content.clone(),
+                        zone: m.zone,
+                        importance: model::round4(m.importance),
+                        recall_count: m.recall_count,
+                        emotion: m.emotion,
+                    },
+                    before,
                 });
             }
             // A later hit may have pushed an earlier one outward: report where each ended up.
-            for item in &mut items {
-                if let Some(m) = space.get(&item.id) {
-                    item.zone = m.zone;
+            for r in &mut recalled {
+                if let Some(m) = space.get(&r.item.id) {
+                    r.item.zone = m.zone;
                 }
             }
-            (items, self.storage.submit(ops))
+            if !recalled.is_empty() {
+                let ids: Vec<String> = recalled.iter().map(|r| r.item.id.to_string()).collect();
+                ops.push(Op::RecallLog(Box::new(RecallLog {
+                    user: tenant.user.clone(),
+                    agent: tenant.agent.clone(),
+                    query: query.to_string(),
+                    result_ids: serde_json::to_string(&ids).expect("ids serialise"),
+                    ts: now,
+                })));
+                if state.recall_logs.fetch_add(1, Ordering::Relaxed) + 1 > LOGS_PRUNE_AT {
+                    ops.push(Op::PruneRecallLogs {
+                        user: tenant.user.clone(),
+                        agent: tenant.agent.clone(),
+                        keep: LOGS_READ as i64,
+                    });
+                    state.recall_logs.store(LOGS_READ, Ordering::Relaxed);
+                }
+            }
+            (recalled, self.storage.submit(ops))
         };
         self.committed(pending).await?;
-        if !items.is_empty() {
+        if !recalled.is_empty() {
             Self::emit(&state, "on_recall", now);
         }
-        Ok(items)
+        Ok(recalled)
     }
 
     /// Forget one memory of this tenant. `Ok(false)` if the tenant has no such memory.

@@ -78,6 +78,17 @@ impl IntoResponse for ApiError {
                 StatusCode::BAD_REQUEST,
                 json!("There was an error parsing the body"),
             ),
+            ApiError::Engine(EngineError::BadRequest(msg)) => (StatusCode::BAD_REQUEST, json!(msg)),
+            ApiError::Engine(EngineError::Conflict(msg)) => (StatusCode::CONFLICT, json!(msg)),
+            ApiError::Engine(EngineError::Busy(msg)) => {
+                let body = Json(json!({ "detail": msg }));
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(axum::http::header::RETRY_AFTER, "5")],
+                    body,
+                )
+                    .into_response();
+            }
             ApiError::Engine(e) => {
                 // Details (SQL errors, paths) go to the log, never to the client.
                 tracing::error!(error = %e, "request failed");

@@ -4,10 +4,15 @@
 //! Handlers are thin: parse and validate (`validate`), call the engine, serialise. Errors of every
 //! kind become responses in `error`; unknown routes and methods answer like FastAPI.
 
+mod analysis;
 mod error;
 mod sse;
 mod validate;
 
+#[cfg(test)]
+mod analysis_tests;
+#[cfg(test)]
+mod learning_tests;
 #[cfg(test)]
 mod tests;
 
@@ -58,7 +63,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/narrate", post(narrate))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/health", get(health))
-        .route("/api/v1/events", get(sse::events));
+        .route("/api/v1/events", get(sse::events))
+        .merge(analysis::routes());
     if state.test_clock.is_some() {
         r = r
             .route("/_test/clock/advance", post(test_advance))
@@ -137,6 +143,13 @@ fn operation(route: &str) -> Option<&'static str> {
         "/api/v1/narrate" => "narrate",
         "/api/v1/stats" => "stats",
         "/api/v1/health" => "health",
+        "/api/v1/introspect" => "introspect",
+        "/api/v1/recall/confident" => "recall_confident",
+        "/api/v1/optimize" => "optimize",
+        "/api/v1/rollback-weights" => "rollback_weights",
+        "/api/v1/reason" => "reason",
+        "/api/v1/contradictions" => "contradictions",
+        "/api/v1/benchmark" => "benchmark",
         _ => return None,
     })
 }
@@ -295,23 +308,33 @@ async fn timeline(
     .into_response())
 }
 
+/// A body of one required string and one count in 1–50, 10 by default: narrate's `topic` and
+/// `limit`, reason's `query` and `max_sources`.
+async fn text_and_count(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    (text, count): (&str, &str),
+) -> Result<(String, usize), ApiError> {
+    let bytes = read_body(state, body).await?;
+    let obj = validate::json_body(headers, &bytes)?;
+    let mut f = Fields::body(&obj);
+    let text = f.string(text, None, None);
+    let count = f.int(count, 10, 1, 50);
+    f.finish()?;
+    let (Some(text), Some(count)) = (text, count) else {
+        unreachable!("finish() reports any field that failed")
+    };
+    Ok((text, count as usize))
+}
+
 async fn narrate(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(&state, body).await?;
-    let obj = validate::json_body(&headers, &bytes)?;
-    let mut f = Fields::body(&obj);
-    let topic = f.string("topic", None, None);
-    let limit = f.int("limit", 10, 1, 50);
-    f.finish()?;
-    let (Some(topic), Some(limit)) = (topic, limit) else {
-        unreachable!("finish() reports any field that failed")
-    };
-    let narrative = state
-        .engine
-        .narrate(&tenant(&headers), &topic, limit as usize);
+    let (topic, limit) = text_and_count(&state, &headers, body, ("topic", "limit")).await?;
+    let narrative = state.engine.narrate(&tenant(&headers), &topic, limit);
     Ok(Json(json!({ "narrative": narrative })).into_response())
 }
 

@@ -18,17 +18,22 @@ use std::time::Duration;
 use tower::ServiceExt;
 
 /// The engine on a temporary SQLite file (removed on drop) and its API router.
-struct Fixture {
-    app: Router,
-    engine: Arc<Engine>,
+pub(super) struct Fixture {
+    pub app: Router,
+    pub engine: Arc<Engine>,
     metrics: Arc<Metrics>,
-    path: PathBuf,
+    pub path: PathBuf,
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Fixture {
-    async fn new() -> Fixture {
+    pub async fn new() -> Fixture {
         let path = std::env::temp_dir().join(format!("stellar-engine-{}.db", uuid::Uuid::new_v4()));
+        Fixture::open(path).await
+    }
+
+    /// The engine on the SQLite file at `path` (a restart, when another fixture used it).
+    pub async fn open(path: PathBuf) -> Fixture {
         let metrics = Arc::new(Metrics::new());
         let storage = Storage::open(&format!("sqlite://{}", path.display()), metrics.clone())
             .await
@@ -59,12 +64,12 @@ impl Fixture {
         }
     }
 
-    async fn call(&self, req: Request<Body>) -> (StatusCode, Value) {
+    pub async fn call(&self, req: Request<Body>) -> (StatusCode, Value) {
         call(&self.app, req).await
     }
 
     /// How many memories `user` holds, by `GET /api/v1/stats`.
-    async fn assert_total(&self, user: &str, n: u64) {
+    pub async fn assert_total(&self, user: &str, n: u64) {
         let (_, stats) = self
             .call(request(Method::GET, "/api/v1/stats", user, None))
             .await;
@@ -93,7 +98,7 @@ async fn call(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
     )
 }
 
-fn request(method: Method, uri: &str, user: &str, body: Option<&str>) -> Request<Body> {
+pub(super) fn request(method: Method, uri: &str, user: &str, body: Option<&str>) -> Request<Body> {
     let b = Request::builder()
         .method(method)
         .uri(uri)

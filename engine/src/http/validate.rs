@@ -168,6 +168,14 @@ impl<'a> Fields<'a> {
         Some(s.clone())
     }
 
+    /// An optional string, `default` when absent.
+    pub fn string_or(&mut self, name: &str, default: &str) -> Option<String> {
+        if !self.obj.contains_key(name) {
+            return Some(default.to_string());
+        }
+        self.string(name, None, None)
+    }
+
     /// An optional float in [ge, le].
     pub fn float(&mut self, name: &str, default: f64, ge: f64, le: f64) -> Option<f64> {
         let Some(v) = self.obj.get(name) else {
