@@ -255,6 +255,9 @@
     ok.textContent = opts.confirmLabel || "Confirm";
     const cancel = dlg.querySelector("#confirm-cancel");
     cancel.textContent = opts.cancelLabel || "Cancel";
+    // opts.extra: a node shown under the text (e.g. a choice that goes with the confirmation).
+    const extra = dlg.querySelector("#confirm-extra");
+    if (extra) extra.replaceChildren(...(opts.extra ? [opts.extra] : []));
     return new Promise((resolve) => {
       openModal(dlg, {
         opener: opts.opener,

@@ -1,5 +1,6 @@
 /* Stellar Gate dashboard: sign in with an e-mail link (session cookie) or an API key
- * (sessionStorage only); usage, keys, billing; the people panels live in people.js. */
+ * (sessionStorage only); usage, keys, billing; the people panels live in people.js, key scopes
+ * in keyscope.js, the usage history in usage.js. */
 (function () {
   "use strict";
   const S = window.Stellar;
@@ -21,6 +22,8 @@
   let session = null;
   let usage = null;
   let loading = false;
+  // The scope fields of the create-key form (keyscope.js).
+  let newScope = null;
 
   /** The API with this tab's credentials: the key, or the cookie plus the CSRF token that every
    *  state-changing request signed in by cookie must carry. */
@@ -50,6 +53,7 @@
     usage = null;
     $("keys-body").replaceChildren();
     $("chart").replaceChildren();
+    S.usage.clear();
     $("created-key").hidden = true;
     $("no-keys").hidden = true;
     $("account-switch-field").hidden = true;
@@ -92,7 +96,7 @@
     btn.textContent = "Sign in";
     if (res.status === 401 || res.status === 403) {
       input.setAttribute("aria-invalid", "true");
-      say(err, "This key isn't valid, or it has been revoked.");
+      say(err, /expired/i.test(res.detail || "") ? "This key has expired." : "This key isn't valid, or it has been revoked.");
       input.focus();
       return;
     }
@@ -195,6 +199,7 @@
     usage = null;
     $("created-key").hidden = true;
     S.people.clear();
+    S.usage.clear();
     startSession(res.data);
     const a = (res.data.accounts || []).find((x) => String(x.account_id) === String(res.data.account_id));
     say($("dash-status"), `Now in the account of ${a ? a.owner_email : res.data.email}.`);
@@ -248,7 +253,8 @@
       if (u.ok && u.data) renderUsage(u.data);
       else problems.push(S.errorText(u, "Loading usage failed"));
     }
-    if (k.ok && k.data && Array.isArray(k.data.keys)) renderKeys(k.data.keys);
+    const keyList = k.ok && k.data && Array.isArray(k.data.keys) ? k.data.keys : null;
+    if (keyList) renderKeys(keyList);
     else problems.push(S.errorText(k, "Loading keys failed"));
     if (hist.ok && hist.data && Array.isArray(hist.data.hours)) renderChart(hist.data.hours);
     else {
@@ -258,6 +264,7 @@
     renderUpgrade(tiers);
     say($("dash-error"), problems.join(" "));
     S.people.load();
+    S.usage.load(keyList || []);
   }
 
   /* ---------- usage and plan ---------- */
@@ -328,6 +335,7 @@
     $("portal").hidden = !owns || !hasSub || u.provider === "toss";
     $("cancel-sub").hidden = !owns || !(st === "active" && !u.cancel_at_period_end);
 
+    newScope.setMax(Number(u.requests_per_minute) || 0);
     const create = $("create-key");
     const full = Number(u.keys_used) >= Number(u.keys_limit);
     create.title = full ? "Your plan's key limit is reached" : "";
@@ -438,15 +446,21 @@
     const byOther = (k) => me && k.created_by_email && k.created_by_email !== me;
     $("no-keys").hidden = !me || keys.some((k) => k.is_active && (k.created_by_email || owner) === me);
     if (!keys.length) {
-      body.replaceChildren(h("tr", null, h("td", { colspan: "5" }, "No keys.")));
+      body.replaceChildren(h("tr", null, h("td", { colspan: "6" }, "No keys.")));
       return;
     }
+    // The owner and admins change any key; a member the keys they created (the server decides
+    // for a key, whose role the page does not know).
+    const role = !key && session ? session.role : null;
+    const mayEdit = (k) => !role || role === "owner" || role === "admin" || (k.created_by_email || owner) === me;
+    const now = Date.now();
     body.replaceChildren(
       ...keys.map((k) => {
         const current = k.is_active && k.key_prefix && key && key.startsWith(k.key_prefix);
+        const expired = k.is_active && S.keyScope.isExpired(k, now);
         return h(
           "tr",
-          { class: k.is_active ? "" : "revoked", "data-key-id": k.id },
+          { class: k.is_active ? (expired ? "expired" : "") : "revoked", "data-key-id": k.id },
           h(
             "td",
             { "data-label": "Name" },
@@ -456,11 +470,24 @@
             k.is_active ? null : h("span", { class: "tag off" }, "revoked"),
           ),
           h("td", { "data-label": "Key" }, h("code", null, `${k.key_prefix}…`)),
+          h("td", { "data-label": "Scope", class: "scope" }, k.is_active ? S.keyScope.tags(k, now) : "—"),
           h("td", { "data-label": "Created" }, fmt.dateTime(k.created_at)),
           h("td", { "data-label": "Last used" }, k.last_used_at ? fmt.dateTime(k.last_used_at) : "Never"),
           h(
             "td",
             { class: "actions" },
+            k.is_active && mayEdit(k)
+              ? h(
+                  "button",
+                  {
+                    class: "btn btn-sm",
+                    type: "button",
+                    "aria-label": `Edit key ${k.name || "Default"} (${k.key_prefix}…)`,
+                    onclick: (e) => onEdit(k, e.currentTarget),
+                  },
+                  "Edit",
+                )
+              : null,
             k.is_active
               ? h(
                   "button",
@@ -519,21 +546,45 @@
     $("keys-title").focus?.();
   }
 
+  function onEdit(k, opener) {
+    say($("keys-error"), "");
+    S.keyScope.edit(k, {
+      call,
+      maxRpm: usage ? Number(usage.requests_per_minute) || 0 : 0,
+      opener,
+      saved: async (changed) => {
+        say($("dash-status"), `Key “${changed.name || k.name || "Default"}” changed; every gateway applies it within a second.`);
+        await refresh();
+      },
+    });
+  }
+
   async function onRotate(k, current, opener) {
     const name = k.name || "Default";
+    const overlap = S.keyScope.overlapField();
     const ok = await S.confirmDialog({
       title: `Rotate “${name}”?`,
       text:
-        `A new key named “${name}” replaces ${k.key_prefix}…, which gets 401 within a second. ` +
-        "The new key is shown once; update everything that uses the old one." +
+        `A new key named “${name}”, with the same scope, replaces ${k.key_prefix}…, which gets 401 within a second ` +
+        "(or when the overlap below ends). The new key is shown once; update everything that uses the old one." +
         (current ? " It is the key you are signed in with, so this tab switches to the new key." : ""),
       confirmLabel: "Rotate key",
       cancelLabel: "Keep key",
+      extra: overlap.node,
       opener,
     });
     if (!ok) return;
     say($("keys-error"), "");
-    const res = await call("POST", `/auth/api-keys/${encodeURIComponent(k.id)}/rotate`);
+    const secs = overlap.secs();
+    if (secs === null) {
+      say($("keys-error"), "The overlap is a whole number, at most 30 days: nothing was rotated.");
+      return;
+    }
+    const res = await call(
+      "POST",
+      `/auth/api-keys/${encodeURIComponent(k.id)}/rotate`,
+      secs > 0 ? { body: { overlap_secs: secs } } : undefined,
+    );
     if (!res.ok || !res.data || typeof res.data.api_key !== "string" || !S.KEY_RE.test(res.data.api_key)) {
       say($("keys-error"), S.errorText(res, "Rotating the key failed"));
       return;
@@ -551,7 +602,7 @@
     box.hidden = false;
     say(
       $("dash-status"),
-      `Key “${name}” rotated: ${k.key_prefix}… stops working within a second.` +
+      `Key “${name}” rotated: ${k.key_prefix}… stops working ${secs > 0 ? `in ${S.keyScope.duration(secs)}` : "within a second"}.` +
         (current ? " This tab now uses the new key." : ""),
     );
     box.focus();
@@ -560,15 +611,23 @@
 
   async function onCreateKey(e) {
     e.preventDefault();
-    await createKey($("new-key-name").value.trim(), $("create-key"));
+    await createKey($("new-key-name").value.trim(), $("create-key"), true);
   }
 
-  async function createKey(name, btn) {
+  /** POST /auth/api-keys; `scoped`: with the restrictions chosen in the form. */
+  async function createKey(name, btn, scoped) {
     const nameEl = $("new-key-name");
     const err = $("keys-error");
     say(err, "");
+    const scope = scoped ? newScope.read() : { body: {} };
+    if (scope.error) {
+      $("new-key-scope").open = true;
+      say(err, scope.error);
+      scope.el.focus();
+      return;
+    }
     btn.disabled = true;
-    const res = await call("POST", "/auth/api-keys", { body: name ? { name } : {} });
+    const res = await call("POST", "/auth/api-keys", { body: Object.assign(name ? { name } : {}, scope.body) });
     btn.disabled = false;
     if (!res.ok || !res.data || typeof res.data.api_key !== "string") {
       let text = S.errorText(res, "Creating the key failed");
@@ -579,6 +638,10 @@
       return;
     }
     nameEl.value = "";
+    if (scoped) {
+      newScope.fill(null);
+      $("new-key-scope").open = false;
+    }
     const box = $("created-key");
     $("created-key-title").textContent = `New key “${res.data.name || name || "Default"}”`;
     $("created-key-value").textContent = res.data.api_key;
@@ -674,7 +737,10 @@
       $("signin-email").focus();
     });
     $("account-switch").addEventListener("change", onSwitchAccount);
-    $("no-keys-create").addEventListener("click", (e) => createKey("", e.currentTarget));
+    $("no-keys-create").addEventListener("click", (e) => createKey("", e.currentTarget, false));
+    newScope = S.keyScope.fields("new-key", {});
+    $("new-key-scope-fields").append(newScope.node);
+    S.usage.attach({ call, key: () => key });
     S.people.attach({
       call,
       role: () => (key ? null : session && session.role) || null,

@@ -34,6 +34,7 @@
     member_role_changed: "Role changed",
     plan_changed: "Plan changed",
     subscription_cancelled: "Subscription cancelled",
+    key_changed: "Key changed",
   };
 
   let ctx = null;
