@@ -1,0 +1,201 @@
+//! Scoped keys and the usage history (issue 15) in a real browser: Debian's Chromium, headless,
+//! driven by `tests/browser/usage.mjs` (playwright-core) against the real engine, billing and
+//! gateway (usage flushed every second).
+//!
+//! Billing runs with `immediate_key` on: this test registers the account and hands its key to the
+//! flow, which signs in with it and creates a read-only, agent-bound key in the page. The flow then
+//! asks this test for traffic (`POST /traffic {"owner","reader"}` on a small loopback server):
+//! requests through the gateway with both keys, answered with what was sent and how the gateway
+//! answered (`{"requests":[{"key","route","status"}]}`); the page must then count exactly those.
+//!
+//! Needs `/usr/bin/chromium` and Node.js, as `browser.rs` does (`npm ci` in `tests/browser` when
+//! its node_modules are missing). Screenshots land in `tests/browser/artifacts/usage/`.
+
+mod gateway_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use gateway_support::{client, start_engine, start_gateway, ROOMY_TIERS};
+use serde_json::{json, Value};
+use stellar_tests::spawn::{free_addr, repo_root, Service, TempDir};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The requests the flow asks for: (which key, method, path, route family). The free tier of
+/// `ROOMY_TIERS` has room for the keys the flow creates and never rate-limits them.
+const TRAFFIC: &[(&str, &str, &str, &str)] = &[
+    ("owner", "POST", "/api/v1/store", "store"),
+    ("owner", "POST", "/api/v1/store", "store"),
+    ("owner", "POST", "/api/v1/store", "store"),
+    ("owner", "POST", "/api/v1/store", "store"),
+    ("owner", "POST", "/api/v1/store", "store"),
+    ("owner", "GET", "/api/v1/stats", "read"),
+    ("owner", "GET", "/api/v1/stats", "read"),
+    ("owner", "GET", "/api/v1/stats", "read"),
+    ("reader", "GET", "/api/v1/recall?q=counted", "recall"),
+    ("reader", "GET", "/api/v1/recall?q=counted", "recall"),
+    ("reader", "GET", "/api/v1/recall?q=counted", "recall"),
+    ("reader", "GET", "/api/v1/recall?q=counted", "recall"),
+    // Read-only: refused with 403 (counted as 4xx).
+    ("reader", "POST", "/api/v1/store", "store"),
+    ("reader", "POST", "/api/v1/store", "store"),
+];
+
+/// `POST /traffic {"owner","reader"}`: the requests above through the gateway, one by one.
+async fn traffic(State(gateway): State<String>, Json(keys): Json<Value>) -> Json<Value> {
+    let client = client();
+    let mut sent = Vec::new();
+    for (who, method, path, route) in TRAFFIC {
+        let key = keys[*who].as_str().unwrap_or_default();
+        let url = format!("{gateway}{path}");
+        let req = if *method == "POST" {
+            client
+                .post(url)
+                .json(&json!({"content": "counted by the usage history"}))
+        } else {
+            client.get(url)
+        };
+        let status = req
+            .header("X-API-Key", key)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        sent.push(json!({"key": who, "method": method, "route": route, "status": status}));
+    }
+    Json(json!({ "requests": sent }))
+}
+
+async fn traffic_server(gateway: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind traffic server");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = Router::new()
+        .route("/traffic", post(traffic))
+        .with_state(gateway);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+/// The browser driver's dependencies: `npm ci` once, when playwright-core is not installed.
+async fn npm_ci_once(dir: &Path) {
+    if dir
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
+        return;
+    }
+    let status = tokio::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .status()
+        .await
+        .expect("npm must be installed (apt-get install -y nodejs npm)");
+    assert!(status.success(), "npm ci in {} failed", dir.display());
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scoped_keys_and_usage_history_in_chromium() {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: `apt-get install -y chromium` (the browser tests never download one)"
+    );
+    let dir = repo_root().join("tests").join("browser");
+    npm_ci_once(&dir).await;
+
+    let tmp = TempDir::new("browser-usage");
+    let db_url = format!("sqlite://{}/accounts.db", tmp.path().display());
+    let tiers_file = tmp.path().join("tiers.toml");
+    std::fs::write(&tiers_file, ROOMY_TIERS).expect("write tiers");
+    let engine = tokio::task::block_in_place(|| start_engine(&tmp));
+    let billing_addr = free_addr();
+    let billing = tokio::task::block_in_place(|| {
+        Service::start(
+            "stellar-billing",
+            &[
+                ("STELLAR_BILLING_ADDR", billing_addr.clone()),
+                ("STELLAR_BILLING_METRICS_ADDR", free_addr()),
+                ("STELLAR_DB_URL", db_url.clone()),
+                ("STELLAR_DATA_DIR", tmp.path().display().to_string()),
+                ("STELLAR_TIERS_FILE", tiers_file.display().to_string()),
+                ("STELLAR_AUTH_IMMEDIATE_KEY", "true".into()),
+                ("RUST_LOG", "info,sqlx=warn".into()),
+            ],
+            &format!("http://{billing_addr}/healthz"),
+        )
+    })
+    .expect("billing starts");
+    // Usage is flushed every second (gateway_support's gateway).
+    let gateway = tokio::task::block_in_place(|| {
+        start_gateway(&tmp, &db_url, &engine.addr, &billing_addr, ROOMY_TIERS, &[])
+    });
+    let public = gateway.url("");
+
+    let email = format!("usage-{}@example.com", uuid::Uuid::new_v4().simple());
+    let registered: Value = client()
+        .post(format!("{public}/auth/register"))
+        .json(&json!({ "email": email }))
+        .send()
+        .await
+        .expect("register")
+        .error_for_status()
+        .expect("register: 201")
+        .json()
+        .await
+        .expect("register: JSON");
+    let key = registered["api_key"]
+        .as_str()
+        .expect("register answers with the first key")
+        .to_string();
+    let traffic_url = traffic_server(public.clone()).await;
+
+    let artifacts = std::env::var("STELLAR_ARTIFACTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| dir.join("artifacts").join("usage"));
+    let _ = std::fs::remove_dir_all(&artifacts);
+
+    let run = tokio::process::Command::new("node")
+        .arg(dir.join("usage.mjs"))
+        .current_dir(&dir)
+        .env("STELLAR_BASE_URL", &public)
+        .env("STELLAR_KEY", &key)
+        .env("STELLAR_TRAFFIC_URL", &traffic_url)
+        .env("STELLAR_ARTIFACTS_DIR", &artifacts)
+        .env("STELLAR_CHROMIUM", CHROMIUM)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "usage.mjs did not finish within 180 s\n--- billing log ---\n{}",
+                tail(&billing.log(), 60)
+            )
+        })
+        .expect("node must be installed (apt-get install -y nodejs npm)");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "usage.mjs failed ({}); screenshots in {}\n--- billing log (tail) ---\n{}\n--- gateway log (tail) ---\n{}\n--- engine log (tail) ---\n{}",
+        out.status,
+        artifacts.display(),
+        tail(&billing.log(), 60),
+        tail(&gateway.svc.log(), 30),
+        tail(&engine.svc.log(), 10),
+    );
+}
