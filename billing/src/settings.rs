@@ -34,6 +34,16 @@ pub struct BillingSection {
     pub scheduler_interval_secs: f64,
     pub past_due_grace_secs: i64,
     pub provider_timeout_secs: f64,
+    /// The memory engine's base URL (data rights: export and account deletion).
+    pub engine_url: String,
+    /// `X-API-Key` for that engine; resolved at start: empty means `gateway.upstream_api_key`.
+    pub engine_api_key: Secret,
+    /// Not a key of its own: how long account deletion waits between revoking the keys and its
+    /// last sweep of the engine. The gateways drop revoked keys within a second and write what
+    /// they counted for them within `gateway.usage_flush_secs` (read from the same
+    /// configuration), so the account's rows are gone only after both.
+    #[serde(skip)]
+    pub erase_settle: Duration,
 }
 
 /// `[lemon]`.
@@ -108,7 +118,21 @@ impl Settings {
     /// Decode and check every section; the first problem is returned with its key.
     pub fn from_config(config: &Config) -> Result<Settings, ConfigError> {
         let common = config.common()?;
-        let billing: BillingSection = config.section("billing")?;
+        let mut billing: BillingSection = config.section("billing")?;
+        if billing.engine_api_key.is_empty() {
+            if let Some(k) = config
+                .raw("gateway.upstream_api_key")
+                .and_then(|v| v.as_str())
+            {
+                billing.engine_api_key = Secret::new(k);
+            }
+        }
+        let flush_secs = config
+            .raw("gateway.usage_flush_secs")
+            .and_then(|v| v.as_integer())
+            .unwrap_or(5)
+            .clamp(0, 60) as u64;
+        billing.erase_settle = Duration::from_secs(flush_secs + 1).max(Duration::from_millis(1500));
         let auth: AuthSection = config.section("auth")?;
         for (key, v) in [
             ("auth.link_ttl_secs", auth.link_ttl_secs),
@@ -134,6 +158,14 @@ impl Settings {
             return Err(invalid(
                 "billing.scheduler_interval_secs",
                 "must be positive",
+            ));
+        }
+        if !url::Url::parse(&billing.engine_url)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        {
+            return Err(invalid(
+                "billing.engine_url",
+                "must be an absolute http(s) URL",
             ));
         }
         if url::Url::parse(&billing.public_url).is_err() {
