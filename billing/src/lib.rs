@@ -29,6 +29,8 @@
 //! - `subscription/`: the state machine. `status` (`Status`, the stored status type), `decide`
 //!   (the pure transition function: start reading here), `apply` (the transaction, effects,
 //!   the expiry sweep).
+//! - `data_rights/`: export and account deletion against the memory engine over HTTP (its
+//!   `mod.rs` gives the order of the deletion's steps and why); the routes are `routes/data`.
 //! - `webhooks/`: customers' endpoints, the event outbox written in the change's transaction,
 //!   the delivery worker (its `mod.rs` maps the files); `alerts/`: thresholds, the pure
 //!   `decide` (once per crossing), the evaluator that mails and emits them.
@@ -42,6 +44,7 @@
 pub mod accounts;
 pub mod alerts;
 pub mod crypto;
+pub mod data_rights;
 pub mod error;
 pub mod extract;
 pub mod identity;

@@ -4,6 +4,7 @@
 mod account;
 mod auth;
 mod checkout;
+mod data;
 mod members;
 mod pages;
 mod toss;
@@ -49,6 +50,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/auth/api-keys/{id}/rotate", post(account::rotate_key))
         .route("/auth/usage", get(account::usage))
+        .route("/auth/export", get(data::export))
+        .route("/auth/account", delete(data::delete_account))
         .route("/auth/usage/history", get(account::usage_history))
         .route(
             "/auth/webhooks",
