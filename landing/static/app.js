@@ -308,6 +308,17 @@
     return done;
   }
 
+  /** Hand the browser `blob` as a download named `name` (for files fetched with a key header,
+   *  which a plain link cannot send). */
+  function saveBlob(blob, name) {
+    const url = URL.createObjectURL(blob);
+    const link = h("a", { href: url, download: name, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }
+
   /** Show a message in a .msg element (empty string hides it). */
   function say(el, text, kind) {
     if (!el) return;
@@ -376,6 +387,7 @@
     setupModal,
     confirmDialog,
     copyText,
+    saveBlob,
     say,
     curlExample,
     looksLikeEmail,

@@ -1,6 +1,6 @@
 /* Stellar Gate dashboard: sign in with an e-mail link (session cookie) or an API key
  * (sessionStorage only); usage, keys, billing; the people panels live in people.js, key scopes
- * in keyscope.js, the usage history in usage.js. */
+ * in keyscope.js, the usage history in usage.js, webhooks, alerts and data in integrations.js. */
 (function () {
   "use strict";
   const S = window.Stellar;
@@ -54,6 +54,7 @@
     $("keys-body").replaceChildren();
     $("chart").replaceChildren();
     S.usage.clear();
+    S.integrations.clear();
     $("created-key").hidden = true;
     $("no-keys").hidden = true;
     $("account-switch-field").hidden = true;
@@ -200,6 +201,7 @@
     $("created-key").hidden = true;
     S.people.clear();
     S.usage.clear();
+    S.integrations.clear();
     startSession(res.data);
     const a = (res.data.accounts || []).find((x) => String(x.account_id) === String(res.data.account_id));
     say($("dash-status"), `Now in the account of ${a ? a.owner_email : res.data.email}.`);
@@ -265,6 +267,7 @@
     say($("dash-error"), problems.join(" "));
     S.people.load();
     S.usage.load(keyList || []);
+    S.integrations.load();
   }
 
   /* ---------- usage and plan ---------- */
@@ -741,6 +744,14 @@
     newScope = S.keyScope.fields("new-key", {});
     $("new-key-scope-fields").append(newScope.node);
     S.usage.attach({ call, key: () => key });
+    S.integrations.attach({
+      call,
+      key: () => key,
+      role: () => (key ? null : session && session.role) || null,
+      accountEmail: () => (usage && usage.email) || (session ? accountOwner() : null),
+      signOut,
+      status: (text) => say($("dash-status"), text),
+    });
     S.people.attach({
       call,
       role: () => (key ? null : session && session.role) || null,

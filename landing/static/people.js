@@ -35,6 +35,13 @@
     plan_changed: "Plan changed",
     subscription_cancelled: "Subscription cancelled",
     key_changed: "Key changed",
+    webhook_created: "Webhook added",
+    webhook_deleted: "Webhook deleted",
+    webhook_secret_rotated: "Webhook secret rotated",
+    webhook_resent: "Webhook re-sent",
+    alerts_changed: "Alert thresholds changed",
+    alert_raised: "Alert raised",
+    memories_exported: "Memories exported",
   };
 
   let ctx = null;

@@ -248,12 +248,7 @@
       say(err, (body && body.detail) || `Downloading the CSV failed (error ${res.status}).`);
       return;
     }
-    const url = URL.createObjectURL(await res.blob());
-    const link = h("a", { href: url, download: a.getAttribute("download") || "stellar-usage.csv", hidden: true });
-    document.body.append(link);
-    link.click();
-    link.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    S.saveBlob(await res.blob(), a.getAttribute("download") || "stellar-usage.csv");
   }
 
   /* ---------- chart: stacked by status class, inline SVG ---------- */
