@@ -2,7 +2,8 @@
 // sign in with a key, create a read-only, agent-bound, expiring, rate-limited key and edit it,
 // have the Rust test send traffic through the gateway with both keys, then see exactly that in
 // the usage chart, the per-key/agent/route breakdown and the CSV; ranges, an empty range,
-// rotation with an overlap, an expired key.
+// rotation with an overlap, an expired key; a webhook endpoint (secret shown once, deliveries,
+// resend, secret rotation), the alert thresholds, the export, and the account's deletion.
 //
 //   STELLAR_BASE_URL=http://127.0.0.1:8080 STELLAR_KEY=sk-stellar-… \
 //   STELLAR_TRAFFIC_URL=http://127.0.0.1:9999 node usage.mjs
@@ -12,7 +13,8 @@
 //   STELLAR_KEY            an unrestricted key of a fresh account (required)
 //   STELLAR_TRAFFIC_URL    the test's traffic server (required): POST {url}/traffic
 //                          {"owner","reader"} sends requests through the gateway and answers
-//                          {"requests":[{"key","method","route","status"}]}
+//                          {"requests":[{"key","method","route","status"}]}; POST {url}/hook is a
+//                          webhook endpoint whose deliveries GET {url}/hooks lists
 //   STELLAR_ARTIFACTS_DIR  where screenshots go (default tests/browser/artifacts/usage)
 //   STELLAR_CHROMIUM       the browser binary (default /usr/bin/chromium); never downloaded
 //
@@ -20,6 +22,7 @@
 // when every check passed, else 1 with the failed check, failure.png and the console output.
 
 import { chromium } from "playwright-core";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -434,10 +437,157 @@ async function flow() {
     await snap(page, "key-expired");
   });
 
+  let secret = "";
+  let hookId = "";
+  await step("add a webhook endpoint: the signing secret is shown once", async () => {
+    await page.locator("#webhooks").waitFor({ state: "visible" });
+    await page.locator("#webhook-url").fill(`${TRAFFIC}/hook`);
+    await page.locator("#webhook-add").click();
+    await page.locator("#webhooks-error").filter({ hasText: /at least one event/i }).waitFor();
+    await page.locator('label[for="webhook-event-key-changed"]').click();
+    await page.locator('label[for="webhook-event-key-created"]').click();
+    await labelled("the webhook form");
+    await page.locator("#webhook-add").click();
+    await page.locator("#webhook-secret").waitFor({ state: "visible" });
+    secret = await textOf(page, "#webhook-secret-value");
+    expect(/^whsec_[0-9a-f]{64}$/.test(secret), `a secret is shown: ${secret}`);
+    const row = page.locator("#webhooks-body tr", { hasText: `${TRAFFIC}/hook` });
+    await row.waitFor();
+    hookId = await row.getAttribute("data-webhook-id");
+    const events = await textOf(page, `#webhooks-body tr[data-webhook-id="${hookId}"]`);
+    expect(events.includes("key.changed") && events.includes("key.created") && !events.includes("key.revoked"), `the events: ${events}`);
+    await page.locator("#webhook-secret").scrollIntoViewIfNeeded();
+    await snap(page, "webhook-secret");
+    await page.locator("#webhook-secret-done").click();
+    expect(await page.locator("#webhook-secret").isHidden(), "the secret is gone");
+    const listed = await (await gw("GET", "/auth/webhooks", KEY)).text();
+    expect(!listed.includes(secret), "billing never shows the secret again");
+  });
+
+  /** The deliveries table as [{status, code, attempts, event}]. */
+  const deliveries = () =>
+    page.locator("#deliveries-body tr[data-delivery-id]").evaluateAll((rows) =>
+      rows.map((r) => ({
+        event: r.dataset.eventId,
+        status: r.querySelector("[data-status]").dataset.status,
+        code: r.querySelector("td.code").textContent.trim(),
+        attempts: Number(r.querySelector("td.attempts").textContent),
+      })),
+    );
+  const received = async () => (await (await fetch(`${TRAFFIC}/hooks`)).json()).hooks;
+  const signedWith = (key, hk) => {
+    const [t, v1] = hk.signature.split(",").map((p) => p.split("=")[1]);
+    const want = crypto.createHmac("sha256", key).update(`${t}.${hk.body}`).digest("hex");
+    return v1 === want && Math.abs(Date.now() / 1000 - Number(t)) < 300;
+  };
+
+  await step("a key change is delivered, signed with the secret; the deliveries list it; resend", async () => {
+    const keys = (await (await gw("GET", "/auth/api-keys", KEY)).json()).keys;
+    const fresh = keys.find((k) => k.is_active && k.name === "reader" && k.id !== readerId);
+    const r = await gw("PATCH", `/auth/api-keys/${fresh.id}`, KEY, { name: "reader-2" });
+    expect(r.status === 200, `PATCH the name: ${r.status}`);
+    await page.getByRole("button", { name: `Deliveries to ${TRAFFIC}/hook` }).click();
+    await page.locator("#deliveries").waitFor({ state: "visible" });
+    const first = await poll("the delivery to be delivered", async () => {
+      await page.locator("#deliveries-refresh").click();
+      const d = await deliveries();
+      return d.length === 1 && d[0].status === "delivered" ? d[0] : false;
+    });
+    expect(first.code === "200" && first.attempts === 1, `status, code, attempts: ${JSON.stringify(first)}`);
+    const got = await received();
+    expect(got.length === 1 && got[0].event_id === first.event, `the endpoint got it: ${JSON.stringify(got)}`);
+    const body = JSON.parse(got[0].body);
+    expect(body.type === "key.changed" && body.data.key_id === fresh.id, `a key.changed event: ${got[0].body}`);
+    expect(signedWith(secret, got[0]), `signed with the shown secret: ${got[0].signature}`);
+    await page.locator("#deliveries").scrollIntoViewIfNeeded();
+    await snap(page, "webhook-delivered");
+    await page.getByRole("button", { name: `Resend key.changed ${first.event} (delivery ` }).click();
+    await page.locator("#webhooks-status").filter({ hasText: /being sent again/ }).waitFor();
+    await poll("the resent delivery", async () => {
+      await page.locator("#deliveries-refresh").click();
+      const d = await deliveries();
+      return d.length === 2 && d.every((x) => x.status === "delivered" && x.event === first.event);
+    });
+    const again = await received();
+    expect(again.length === 2 && again[1].event_id === first.event && again[1].body === got[0].body, "the same event, the same body");
+  });
+
+  await step("rotate the secret: a new one, shown once, signs from then on", async () => {
+    await page.getByRole("button", { name: `Rotate the secret of ${TRAFFIC}/hook` }).click();
+    const dlg = page.getByRole("dialog", { name: /rotate the signing secret/i });
+    await dlg.getByRole("button", { name: "Rotate secret" }).click();
+    await page.locator("#webhook-secret").waitFor({ state: "visible" });
+    const next = await textOf(page, "#webhook-secret-value");
+    expect(/^whsec_[0-9a-f]{64}$/.test(next) && next !== secret, `a new secret: ${next}`);
+    await page.locator("#webhook-secret-done").click();
+    await page.locator(`#webhooks-body tr[data-webhook-id="${hookId}"]`, { hasText: "secret rotated" }).waitFor();
+    const d = await deliveries();
+    await page.getByRole("button", { name: `Resend key.changed ${d[0].event} (delivery ` }).first().click();
+    const last = await poll("the delivery after rotation", async () => {
+      const h = await received();
+      return h.length === 3 ? h[2] : false;
+    });
+    expect(signedWith(next, last) && !signedWith(secret, last), "signed with the new secret only");
+  });
+
+  await step("alert thresholds: the defaults, then 50 % and 90 %", async () => {
+    await page.locator("#alerts").waitFor({ state: "visible" });
+    expect((await page.locator("#alert-memory").inputValue()) === "80, 100", "memory 80 and 100 %");
+    expect((await page.locator("#alert-rate").inputValue()) === "5", "rate-limited 5 minutes");
+    expect((await page.locator("#alert-expiring").inputValue()) === "7", "key expiring in 7 days");
+    expect(await page.locator("#alert-payment").isChecked(), "payment failed");
+    await page.locator("#alert-memory").fill("90, 50, 150");
+    await page.locator("#alerts-save").click();
+    await page.locator("#alerts-error").filter({ hasText: /1 to 100/ }).waitFor();
+    await page.locator("#alert-memory").fill("90, 50");
+    await page.locator("#alert-expiring").fill("14");
+    await page.locator("#alerts-save").click();
+    await page.locator("#alerts-status").filter({ hasText: /saved/i }).waitFor();
+    expect((await page.locator("#alert-memory").inputValue()) === "50, 90", "the saved thresholds are shown");
+    const a = await (await gw("GET", "/auth/alerts", KEY)).json();
+    expect(JSON.stringify(a.memory_percent) === "[50,90]" && a.key_expiring_days === 14 && a.rate_limited_minutes === 5, `billing has them: ${JSON.stringify(a)}`);
+    await labelled("webhooks, alerts and your data");
+    await page.locator("#alerts").scrollIntoViewIfNeeded();
+    await snap(page, "alerts");
+  });
+
+  await step("export every memory as NDJSON", async () => {
+    const [download] = await Promise.all([page.waitForEvent("download"), page.locator("#export-memories").click()]);
+    const file = path.join(ART, "export.ndjson");
+    await download.saveAs(file);
+    expect(/^stellar-memories-.*\.ndjson$/.test(download.suggestedFilename()), `the file's name: ${download.suggestedFilename()}`);
+    const lines = fs.readFileSync(file, "utf8").split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l));
+    const stored = count((x) => x.route === "store" && ok(x));
+    expect(lines.length === stored, `${stored} memories stored, ${lines.length} exported`);
+    expect(lines.every((m) => m.id && m.content === "counted by the usage history" && m.agent === null), `every line is a whole memory: ${JSON.stringify(lines[0])}`);
+    await page.locator("#export-status").filter({ hasText: `Exported ${stored} memories` }).waitFor();
+  });
+
   await step("phone width: the panels fit", async () => {
     await page.setViewportSize({ width: 375, height: 812 });
     await fitsWidth("dashboard at 375 px");
     await snap(page, "dashboard-phone");
     await page.setViewportSize({ width: 1280, height: 900 });
+  });
+
+  await step("delete the account: only the typed address unlocks it; then the key is refused", async () => {
+    const email = (await (await gw("GET", "/auth/usage", KEY)).json()).email;
+    const btn = page.locator("#delete-account");
+    expect(await btn.isDisabled(), "locked at first");
+    await page.locator("#delete-confirm").fill(`x${email}`);
+    expect(await btn.isDisabled(), "locked for another address");
+    await page.locator("#delete-confirm").fill(email.toUpperCase());
+    expect(await btn.isEnabled(), "the address, in any case, unlocks it");
+    await page.locator("#delete-account-form").scrollIntoViewIfNeeded();
+    await snap(page, "delete-account");
+    await btn.click();
+    await page.locator("#signin-view").waitFor({ state: "visible", timeout: 60000 });
+    const banner = await textOf(page, "#banner");
+    const stored = count((x) => x.route === "store" && ok(x));
+    expect(banner.includes(email) && banner.includes(`${stored} memories`), `the page says what was deleted: ${banner}`);
+    expect(!(await page.evaluate(() => sessionStorage.getItem("stellar-gate.api-key"))), "the key is forgotten");
+    await poll("the key to be refused", async () => (await gw("GET", "/api/v1/stats", KEY)).status === 401, 10000);
+    expect((await gw("GET", "/auth/usage", KEY)).status === 401, "billing knows it no more");
+    await snap(page, "account-deleted");
   });
 }

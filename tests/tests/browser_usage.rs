@@ -7,6 +7,8 @@
 //! asks this test for traffic (`POST /traffic {"owner","reader"}` on a small loopback server):
 //! requests through the gateway with both keys, answered with what was sent and how the gateway
 //! answered (`{"requests":[{"key","route","status"}]}`); the page must then count exactly those.
+//! The same server is the webhook endpoint the flow registers (`POST /hook`, listed by
+//! `GET /hooks`), before it exports the account's memories and deletes the account.
 //!
 //! Needs `/usr/bin/chromium` and Node.js, as `browser.rs` does (`npm ci` in `tests/browser` when
 //! its node_modules are missing). Screenshots land in `tests/browser/artifacts/usage/`.
@@ -15,10 +17,12 @@ mod gateway_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::routing::post;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use gateway_support::{client, start_engine, start_gateway, ROOMY_TIERS};
 use serde_json::{json, Value};
@@ -46,9 +50,16 @@ const TRAFFIC: &[(&str, &str, &str, &str)] = &[
     ("reader", "POST", "/api/v1/store", "store"),
 ];
 
+/// The test's server: the gateway's URL, and the webhook deliveries received.
+#[derive(Clone)]
+struct Driver {
+    gateway: String,
+    hooks: Arc<Mutex<Vec<Value>>>,
+}
+
 /// `POST /traffic {"owner","reader"}`: the requests above through the gateway, one by one.
-async fn traffic(State(gateway): State<String>, Json(keys): Json<Value>) -> Json<Value> {
-    let client = client();
+async fn traffic(State(d): State<Driver>, Json(keys): Json<Value>) -> Json<Value> {
+    let (gateway, client) = (d.gateway, client());
     let mut sent = Vec::new();
     for (who, method, path, route) in TRAFFIC {
         let key = keys[*who].as_str().unwrap_or_default();
@@ -71,14 +82,40 @@ async fn traffic(State(gateway): State<String>, Json(keys): Json<Value>) -> Json
     Json(json!({ "requests": sent }))
 }
 
-async fn traffic_server(gateway: String) -> String {
+/// `POST /hook`: a webhook endpoint; what it got is listed by `GET /hooks` as
+/// `{"hooks":[{"event_id","signature","body"}]}` (the body as received, for the signature).
+async fn hook(State(d): State<Driver>, headers: HeaderMap, body: String) -> StatusCode {
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    d.hooks.lock().unwrap().push(json!({
+        "event_id": h("stellar-event-id"),
+        "signature": h("stellar-signature"),
+        "body": body,
+    }));
+    StatusCode::OK
+}
+
+async fn hooks(State(d): State<Driver>) -> Json<Value> {
+    Json(json!({ "hooks": *d.hooks.lock().unwrap() }))
+}
+
+async fn driver(gateway: String) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind traffic server");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let app = Router::new()
         .route("/traffic", post(traffic))
-        .with_state(gateway);
+        .route("/hook", post(hook))
+        .route("/hooks", get(hooks))
+        .with_state(Driver {
+            gateway,
+            hooks: Arc::default(),
+        });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -132,6 +169,11 @@ async fn scoped_keys_and_usage_history_in_chromium() {
                 ("STELLAR_DATA_DIR", tmp.path().display().to_string()),
                 ("STELLAR_TIERS_FILE", tiers_file.display().to_string()),
                 ("STELLAR_AUTH_IMMEDIATE_KEY", "true".into()),
+                // Export and deletion reach the engine itself.
+                (
+                    "STELLAR_BILLING_ENGINE_URL",
+                    format!("http://{}", engine.addr),
+                ),
                 ("RUST_LOG", "info,sqlx=warn".into()),
             ],
             &format!("http://{billing_addr}/healthz"),
@@ -160,7 +202,7 @@ async fn scoped_keys_and_usage_history_in_chromium() {
         .as_str()
         .expect("register answers with the first key")
         .to_string();
-    let traffic_url = traffic_server(public.clone()).await;
+    let traffic_url = driver(public.clone()).await;
 
     let artifacts = std::env::var("STELLAR_ARTIFACTS_DIR")
         .map(PathBuf::from)
