@@ -231,18 +231,6 @@ impl Head {
         std::str::from_utf8(slice(head, self.target)).unwrap_or("")
     }
 
-    /// The path of the target, without the query (absolute-form is reduced to its path).
-    pub fn path<'h>(&self, head: &'h [u8]) -> std::borrow::Cow<'h, str> {
-        let t = self.target(head);
-        if t.starts_with('/') {
-            return t.split('?').next().unwrap_or(t).into();
-        }
-        match t.parse::<http::Uri>() {
-            Ok(u) if u.scheme().is_some() => u.path().to_string().into(),
-            _ => t.into(),
-        }
-    }
-
     /// The first field of this kind.
     pub fn get<'h>(&self, head: &'h [u8], name: Name) -> Option<&'h [u8]> {
         self.fields
