@@ -1,5 +1,5 @@
 //! The router driven in-process with `tower::ServiceExt::oneshot`: no socket, no provider, a
-//! fresh migrated SQLite account DB per test. The end-to-end suites (tests/tests/billing_*.rs)
+//! fresh migrated SQLite account DB per test. The end-to-end suites (tests/tests/e2e/billing/)
 //! cover the same surface through real processes; these pin the HTTP contract of a few
 //! representative routes where a failure points straight at the handler.
 

@@ -1,7 +1,7 @@
 //! The API router driven in-process with `tower::ServiceExt::oneshot`: no socket, a fresh SQLite
 //! file per test. The engine has no authentication of its own (the gateway authenticates and
 //! names the tenant in `X-Stellar-User` / `X-Stellar-Agent`), so what stands in for auth here is
-//! tenant isolation. tests/tests/engine_api.rs covers the whole API through the real process.
+//! tenant isolation. tests/tests/e2e/engine_api.rs covers the whole API through the real process.
 
 use super::{metrics_router, router, AppState};
 use crate::clock::{Clock, SystemClock};

@@ -3,8 +3,6 @@
 //! receive, and record every request. Also the test-side webhook signers, written from the
 //! providers' documentation and checked against the documented known-answer vectors.
 
-pub mod harness;
-
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};

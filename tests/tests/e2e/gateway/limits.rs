@@ -2,33 +2,29 @@
 //! headers (original and IETF draft-11) and an RFC 9457 body; headers on every proxied
 //! response; per-IP buckets on unauthenticated routes and failed auth.
 
-mod gateway_support;
-
-use gateway_support::*;
 use std::time::Duration;
 use stellar_tests::accounts;
-use stellar_tests::spawn::TempDir;
+use stellar_tests::both_dbs;
+use stellar_tests::harness::*;
 
 const TINY: &str = "[free]\nmax_memories = 100\nmax_agents = 1\nrequests_per_minute = 6\nburst = 3\nmax_api_keys = 1\nprice_usd = 0\nprice_krw = 0\n";
 
 async fn bucket_empties(backend: Backend) {
-    let dir = TempDir::new("gw-429");
-    let Some(adb) = account_db(backend, &dir).await else {
-        return;
-    };
-    let engine = start_engine(&dir);
     let echo = start_echo().await;
-    let gw = start_gateway(
-        &dir,
-        &adb.url,
-        &engine.addr,
-        &echo,
-        TINY,
-        &[
+    let Some(s) = Stack::builder(backend, "gw-429")
+        .tiers(TINY)
+        .engine(&[])
+        .billing_upstream(&echo)
+        .gateway(&[
             ("STELLAR_GATEWAY_IP_REQUESTS_PER_MINUTE", "60".into()),
             ("STELLAR_GATEWAY_IP_BURST", "2".into()),
-        ],
-    );
+        ])
+        .start()
+        .await
+    else {
+        return;
+    };
+    let (adb, gw) = (&s.adb, s.gw());
     let c = client();
     let acct = accounts::create_account(&adb.db, "free").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -105,7 +101,7 @@ async fn bucket_empties(backend: Backend) {
         .unwrap();
     assert_eq!(r.status(), 200, "admitted after Retry-After");
 
-    let m = metrics_text(&gw).await;
+    let m = metrics_text(gw).await;
     assert!(
         metric_sum(
             &m,
@@ -133,22 +129,20 @@ async fn bucket_empties(backend: Backend) {
 }
 
 async fn failed_auth_is_ip_limited(backend: Backend) {
-    let dir = TempDir::new("gw-ipauth");
-    let Some(adb) = account_db(backend, &dir).await else {
-        return;
-    };
-    let echo = start_echo().await;
-    let gw = start_gateway(
-        &dir,
-        &adb.url,
-        &echo,
-        &echo,
+    let Some((s, _echo)) = echo_gateway(
+        backend,
+        "gw-ipauth",
         TINY,
         &[
             ("STELLAR_GATEWAY_IP_REQUESTS_PER_MINUTE", "6".into()),
             ("STELLAR_GATEWAY_IP_BURST", "5".into()),
         ],
-    );
+    )
+    .await
+    else {
+        return;
+    };
+    let (adb, gw) = (&s.adb, s.gw());
     let c = client();
     let acct = accounts::create_account(&adb.db, "free").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -176,7 +170,7 @@ async fn failed_auth_is_ip_limited(backend: Backend) {
     }
     assert_eq!(&codes[..5], &[401; 5]);
     assert_eq!(&codes[5..], &[429; 3], "{codes:?}");
-    let m = metrics_text(&gw).await;
+    let m = metrics_text(gw).await;
     // Once throttled, unknown keys cost no more DB lookups.
     assert_eq!(
         metric_sum(&m, "gateway_db_queries_total", &["op=\"principal\""]),

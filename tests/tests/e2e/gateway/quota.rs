@@ -2,12 +2,10 @@
 //! stores, forget frees a slot, failed stores release, agents bounded, downgrade refuses stores
 //! but keeps reads, and reconciliation corrects drift.
 
-mod gateway_support;
-
-use gateway_support::*;
 use std::time::Duration;
 use stellar_tests::accounts;
-use stellar_tests::spawn::TempDir;
+use stellar_tests::both_dbs;
+use stellar_tests::harness::*;
 
 const LIMIT: i64 = 60;
 
@@ -39,9 +37,7 @@ async fn quota(backend: Backend) {
     let Some(s) = stack(backend, "gw-quota", &tiers(), &[]).await else {
         return;
     };
-    let Stack {
-        adb, engine, gw, ..
-    } = &s;
+    let (adb, engine, gw) = (&s.adb, s.engine(), s.gw());
     let c = client();
     let acct = accounts::create_account(&adb.db, "free").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -215,12 +211,10 @@ async fn quota(backend: Backend) {
 }
 
 async fn agents_limit_exact(backend: Backend) {
-    let dir = TempDir::new("gw-agents");
-    let Some(adb) = account_db(backend, &dir).await else {
+    let Some((s, _echo)) = echo_gateway(backend, "gw-agents", &tiers(), &[]).await else {
         return;
     };
-    let echo = start_echo().await;
-    let gw = start_gateway(&dir, &adb.url, &echo, &echo, &tiers(), &[]);
+    let (adb, gw) = (&s.adb, s.gw());
     let c = client();
     let acct = accounts::create_account(&adb.db, "free").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -262,9 +256,7 @@ async fn reconciliation(backend: Backend) {
     else {
         return;
     };
-    let Stack {
-        adb, engine, gw, ..
-    } = &s;
+    let (adb, engine, gw) = (&s.adb, s.engine(), s.gw());
     let c = client();
     let acct = accounts::create_account(&adb.db, "free").await;
     tokio::time::sleep(Duration::from_millis(300)).await;

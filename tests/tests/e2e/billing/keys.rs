@@ -5,7 +5,8 @@
 
 use serde_json::Value;
 use stellar_common::keys::{hash_hex, is_well_formed};
-use stellar_tests::fakes::harness::{each_backend, Backend, Opts, Stack};
+use stellar_tests::both_dbs;
+use stellar_tests::harness::{billing_stack, Backend, Stack};
 use uuid::Uuid;
 
 const LAST_KEY: &str =
@@ -23,7 +24,7 @@ async fn rotate(s: &Stack, id: &str, key: &str) -> (u16, Value) {
 async fn revoke(s: &Stack, id: &str, key: &str) -> (u16, Value) {
     let r = s
         .http
-        .delete(format!("{}/auth/api-keys/{id}", s.url))
+        .delete(format!("{}/auth/api-keys/{id}", s.billing().url))
         .header("X-API-Key", key)
         .send()
         .await
@@ -51,7 +52,7 @@ async fn keys(s: &Stack, key: &str) -> Vec<(String, Option<String>, bool)> {
 }
 
 async fn feed_rows(s: &Stack, user: Uuid, hash: &str, kind: &str) -> i64 {
-    stellar_common::with_db!(&s.db, p => sqlx::query_scalar::<_, i64>(
+    stellar_common::with_db!(&s.adb.db, p => sqlx::query_scalar::<_, i64>(
         "SELECT COUNT(*) FROM change_feed WHERE user_id = $1 AND key_hash = $2 AND kind = $3")
         .bind(user).bind(hash).bind(kind).fetch_one(p).await)
     .unwrap()
@@ -63,7 +64,7 @@ async fn all_feed_rows(s: &Stack, user: Uuid) -> i64 {
 }
 
 async fn rotation_and_last_key(backend: Backend) {
-    let Some(s) = Stack::start(backend, Opts::default()).await else {
+    let Some(s) = billing_stack(backend, false, &[]).await else {
         return;
     };
 
@@ -171,7 +172,7 @@ async fn rotation_and_last_key(backend: Backend) {
     assert_eq!(s.get("/auth/usage", Some(&new_key)).await.0, 200);
 
     // A named key on a paid tier: rotation keeps the name, authenticated by another key.
-    stellar_common::with_db!(&s.db, p => sqlx::query("UPDATE users SET tier = 'pro' WHERE id = $1").bind(uid).execute(p).await.map(|_| ())).unwrap();
+    stellar_common::with_db!(&s.adb.db, p => sqlx::query("UPDATE users SET tier = 'pro' WHERE id = $1").bind(uid).execute(p).await.map(|_| ())).unwrap();
     let (st, v) = s
         .post(
             "/auth/api-keys",
@@ -259,12 +260,9 @@ async fn rotation_and_last_key(backend: Backend) {
 
 async fn hash_of_id(s: &Stack, id: &str) -> String {
     let id = Uuid::parse_str(id).unwrap();
-    stellar_common::with_db!(&s.db, p => sqlx::query_scalar::<_, String>(
+    stellar_common::with_db!(&s.adb.db, p => sqlx::query_scalar::<_, String>(
         "SELECT key_hash FROM api_keys WHERE id = $1").bind(id).fetch_one(p).await)
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rotation_and_the_last_key() {
-    each_backend(rotation_and_last_key).await;
-}
+both_dbs!(rotation_and_the_last_key, super::rotation_and_last_key);

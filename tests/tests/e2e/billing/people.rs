@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use stellar_common::with_db;
-use stellar_tests::fakes::harness::{each_backend, Backend, Opts, Stack};
+use stellar_tests::both_dbs;
+use stellar_tests::harness::{billing_stack, Backend, Stack};
 use stellar_tests::smtp::{Mail, SmtpCatcher};
 use stellar_tests::spawn::{repo_root, TempDir};
 
@@ -107,7 +108,7 @@ impl Env {
     ) -> Option<Env> {
         let c = SmtpCatcher::start().await;
         let env = people_env(&c.url(), &extra);
-        let s = Stack::start(backend, Opts { front: false, env }).await?;
+        let s = billing_stack(backend, false, &env).await?;
         Some(Env {
             s,
             c,
@@ -259,7 +260,7 @@ impl Env {
         let mut r = self
             .s
             .http
-            .request(method, format!("{}{path}", self.s.url))
+            .request(method, format!("{}{path}", self.s.billing().url))
             .header("user-agent", UA);
         if let Some(b) = body {
             r = r
@@ -388,7 +389,7 @@ impl Env {
                 Instant::now() < deadline,
                 "mail #{n} to {to} not received ({} so far)\nbilling log:\n{}",
                 got.len(),
-                self.s.billing.log()
+                self.s.billing().log()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -448,12 +449,12 @@ impl Env {
     /* ---------- the account DB ---------- */
 
     async fn count(&self, sql: &str, arg: &str) -> i64 {
-        with_db!(&self.s.db, p => sqlx::query_scalar::<_, i64>(sql).bind(arg).fetch_one(p).await)
+        with_db!(&self.s.adb.db, p => sqlx::query_scalar::<_, i64>(sql).bind(arg).fetch_one(p).await)
             .unwrap()
     }
 
     async fn count_all(&self, sql: &str) -> i64 {
-        with_db!(&self.s.db, p => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await).unwrap()
+        with_db!(&self.s.adb.db, p => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await).unwrap()
     }
 
     /// Keys (active or not) of the account whose owner is `email`.
@@ -655,7 +656,7 @@ async fn verified_sign_up(backend: Backend) {
     assert_eq!(usage.want(200, "usage by cookie")["email"], alice);
     let wrong_key =
         e.s.http
-            .get(format!("{}/auth/usage", e.s.url))
+            .get(format!("{}/auth/usage", e.s.billing().url))
             .header("cookie", format!("{COOKIE}={}", s.token))
             .header("x-api-key", "sk-stellar-not-a-real-key");
     assert_eq!(wrong_key.send().await.unwrap().status().as_u16(), 401);
@@ -781,7 +782,7 @@ async fn sign_in_by_link(backend: Backend) {
     // An expired link: 410, and it stays so; no session, the token unused.
     let token = e.link_for("/auth/sign-in", erin, erin, Kind::SignIn).await;
     let past = chrono::Utc::now() - chrono::Duration::minutes(1);
-    let n = with_db!(&e.s.db, p => sqlx::query(
+    let n = with_db!(&e.s.adb.db, p => sqlx::query(
         "UPDATE auth_tokens SET expires_at = $1 WHERE email = $2 AND used_at IS NULL")
         .bind(past).bind(erin).execute(p).await.map(|r| r.rows_affected()))
     .unwrap();
@@ -873,7 +874,7 @@ async fn lost_keys(backend: Backend) {
     // Every key revoked (as DELETE would): the signed-in person creates one.
     let mut active = active_ids(&e.get("/auth/api-keys", As::Session(&s)).await.body);
     assert_eq!(active.len(), 1);
-    stellar_tests::accounts::revoke_key(&e.s.db, active.remove(0).parse().unwrap()).await;
+    stellar_tests::accounts::revoke_key(&e.s.adb.db, active.remove(0).parse().unwrap()).await;
     e.s.until(Duration::from_secs(5), "revoked key refused", || async {
         e.key_works(&rotated).await == Err(401)
     })
@@ -1768,14 +1769,11 @@ async fn secure_cookie(backend: Backend) {
     assert_eq!(cookie.attr("httponly"), Some(None), "{}", cookie.raw);
 }
 
-/* ---------- the tests: each scenario on SQLite, then on PostgreSQL ---------- */
+/* ---------- the tests: each scenario as two, on SQLite and on PostgreSQL ---------- */
 
 macro_rules! on_both_backends {
     ($($test:ident => $scenario:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $test() {
-            each_backend($scenario).await;
-        }
+        both_dbs!($test, super::$scenario, 2);
     )*};
 }
 

@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use stellar_billing::mail::{self, outbox, MailConfig, Template};
 use stellar_common::{with_db, Db};
-use stellar_tests::fakes::harness::{each_backend, Backend, Opts, Stack};
+use stellar_tests::both_dbs;
+use stellar_tests::harness::{billing_stack, Backend, Stack};
 use stellar_tests::smtp::{Mail, SmtpCatcher};
 use uuid::Uuid;
 
@@ -39,7 +40,7 @@ fn mail_env(smtp_url: &str, extra: &[(&'static str, &str)]) -> Vec<(&'static str
 }
 
 async fn stack(backend: Backend, env: Vec<(&'static str, String)>) -> Option<Stack> {
-    Stack::start(backend, Opts { front: false, env }).await
+    billing_stack(backend, false, &env).await
 }
 
 fn sign_in(n: usize) -> Template {
@@ -86,14 +87,14 @@ async fn outbox_count(db: &Db) -> i64 {
 async fn wait_row(s: &Stack, id: i64, what: &str, f: impl Fn(&outbox::Row) -> bool) -> outbox::Row {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let r = row(&s.db, id).await;
+        let r = row(&s.adb.db, id).await;
         if f(&r) {
             return r;
         }
         assert!(
             Instant::now() < deadline,
             "timed out waiting for: {what}; row {r:?}\nbilling log:\n{}",
-            s.billing.log()
+            s.billing().log()
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -106,10 +107,10 @@ async fn delivered_with_both_parts(backend: Backend) {
     };
 
     // The change and its mail commit together, or neither exists.
-    let rolled_back = sign_up(&s.db, "ghost@example.com", false).await;
-    let id = sign_up(&s.db, "alice@example.com", true).await;
+    let rolled_back = sign_up(&s.adb.db, "ghost@example.com", false).await;
+    let id = sign_up(&s.adb.db, "alice@example.com", true).await;
     let _ = rolled_back; // (SQLite may hand its id out again: it was never committed)
-    let ghosts: i64 = with_db!(&s.db, p => sqlx::query_scalar(
+    let ghosts: i64 = with_db!(&s.adb.db, p => sqlx::query_scalar(
         "SELECT COUNT(*) FROM outbox WHERE recipient = 'ghost@example.com'").fetch_one(p).await)
     .unwrap();
     assert_eq!(ghosts, 0, "a rolled-back change leaves no mail");
@@ -168,7 +169,7 @@ async fn delivered_with_both_parts(backend: Backend) {
     assert_eq!(r.recipient, "alice@example.com");
 
     // A link with characters HTML must escape arrives intact in both parts.
-    let id2 = enqueue(&s.db, "bob@example.com", &sign_in(7)).await;
+    let id2 = enqueue(&s.adb.db, "bob@example.com", &sign_in(7)).await;
     let got = catcher.wait_for(2, Duration::from_secs(15)).await;
     let mail = got[1].mail();
     let want = "http://127.0.0.1:8080/auth/link?token=t7&next=%2Fdashboard";
@@ -187,13 +188,14 @@ async fn delivered_with_both_parts(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(catcher.messages().len(), 2);
     assert!(catcher.messages_to("ghost@example.com").is_empty());
-    assert_eq!(outbox_count(&s.db).await, 2);
+    assert_eq!(outbox_count(&s.adb.db).await, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mail_is_delivered_with_both_parts_and_headers() {
-    each_backend(delivered_with_both_parts).await;
-}
+both_dbs!(
+    mail_is_delivered_with_both_parts_and_headers,
+    super::delivered_with_both_parts,
+    2
+);
 
 async fn smtp_down_then_up(backend: Backend) {
     let port = stellar_tests::spawn::free_port();
@@ -202,9 +204,9 @@ async fn smtp_down_then_up(backend: Backend) {
         return;
     };
     let ids = [
-        enqueue(&s.db, "one@example.com", &sign_in(1)).await,
-        enqueue(&s.db, "two@example.com", &sign_in(2)).await,
-        sign_up(&s.db, "three@example.com", true).await,
+        enqueue(&s.adb.db, "one@example.com", &sign_in(1)).await,
+        enqueue(&s.adb.db, "two@example.com", &sign_in(2)).await,
+        sign_up(&s.adb.db, "three@example.com", true).await,
     ];
     // Nobody listens: every attempt fails, is recorded and scheduled again.
     for id in ids {
@@ -224,7 +226,7 @@ async fn smtp_down_then_up(backend: Backend) {
         let soon = chrono::Utc::now() + chrono::Duration::milliseconds(300);
         let mut idle = true;
         for id in ids {
-            let r = row(&s.db, id).await;
+            let r = row(&s.adb.db, id).await;
             idle &= r.claim_token.is_none() && r.next_attempt_at > soon;
         }
         if idle {
@@ -237,7 +239,7 @@ async fn smtp_down_then_up(backend: Backend) {
     let before: Vec<i32> = {
         let mut v = Vec::new();
         for id in ids {
-            v.push(row(&s.db, id).await.attempts);
+            v.push(row(&s.adb.db, id).await.attempts);
         }
         v
     };
@@ -260,7 +262,7 @@ async fn smtp_down_then_up(backend: Backend) {
     }
     for (id, n) in ids.iter().zip(before) {
         assert_eq!(
-            row(&s.db, *id).await.attempts,
+            row(&s.adb.db, *id).await.attempts,
             n + 1,
             "one attempt after the restart"
         );
@@ -269,7 +271,7 @@ async fn smtp_down_then_up(backend: Backend) {
     // Down again while one more mail waits; up again on the same port: it arrives, once.
     let catcher = {
         catcher.stop();
-        let id = enqueue(&s.db, "four@example.com", &sign_in(4)).await;
+        let id = enqueue(&s.adb.db, "four@example.com", &sign_in(4)).await;
         wait_row(&s, id, "failed while down", |r| {
             r.attempts >= 1 && r.last_error.is_some()
         })
@@ -287,10 +289,11 @@ async fn smtp_down_then_up(backend: Backend) {
     assert_eq!(catcher.messages_to("four@example.com").len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mail_survives_an_smtp_outage_and_a_restart() {
-    each_backend(smtp_down_then_up).await;
-}
+both_dbs!(
+    mail_survives_an_smtp_outage_and_a_restart,
+    super::smtp_down_then_up,
+    2
+);
 
 async fn refused_recipient(backend: Backend) {
     let catcher = SmtpCatcher::start().await;
@@ -309,8 +312,8 @@ async fn refused_recipient(backend: Backend) {
     let Some(s) = stack(backend, env).await else {
         return;
     };
-    let bad = enqueue(&s.db, "nobody@example.com", &sign_in(1)).await;
-    let good = enqueue(&s.db, "somebody@example.com", &sign_in(2)).await;
+    let bad = enqueue(&s.adb.db, "nobody@example.com", &sign_in(1)).await;
+    let good = enqueue(&s.adb.db, "somebody@example.com", &sign_in(2)).await;
 
     // The good one is not held up by the bad one.
     wait_row(&s, good, "good one sent", |r| r.status == "sent").await;
@@ -340,7 +343,7 @@ async fn refused_recipient(backend: Backend) {
             "gaps {gaps:?} should follow 0.3, 0.6, 1.2 s"
         );
     }
-    let log = s.billing.log();
+    let log = s.billing().log();
     assert!(log.contains("giving up"), "{log}");
 
     // A failed row is not touched again.
@@ -348,10 +351,11 @@ async fn refused_recipient(backend: Backend) {
     assert_eq!(catcher.rcpt_attempts("nobody@example.com").len(), 4);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_address_is_retried_with_backoff_then_failed() {
-    each_backend(refused_recipient).await;
-}
+both_dbs!(
+    a_refused_address_is_retried_with_backoff_then_failed,
+    super::refused_recipient,
+    2
+);
 
 async fn embedded_default(backend: Backend) {
     // No SMTP URL: the embedded default of `stellar up`.
@@ -361,7 +365,7 @@ async fn embedded_default(backend: Backend) {
     };
     let link = "http://127.0.0.1:8080/auth/link?token=offline&next=%2F";
     let id = enqueue(
-        &s.db,
+        &s.adb.db,
         "carol@example.com",
         &Template::SignIn { link: link.into() },
     )
@@ -387,7 +391,7 @@ async fn embedded_default(backend: Backend) {
     assert!(mail.html().is_some());
 
     // One log line with the recipient, the subject and the link.
-    let log = s.billing.log();
+    let log = s.billing().log();
     let line = log
         .lines()
         .find(|l| l.contains("mail written"))
@@ -397,10 +401,11 @@ async fn embedded_default(backend: Backend) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_smtp_mail_goes_to_the_log_and_data_dir() {
-    each_backend(embedded_default).await;
-}
+both_dbs!(
+    without_smtp_mail_goes_to_the_log_and_data_dir,
+    super::embedded_default,
+    2
+);
 
 async fn several_workers(backend: Backend) {
     let catcher = SmtpCatcher::start().await;
@@ -418,7 +423,7 @@ async fn several_workers(backend: Backend) {
     let workers: Vec<_> = (0..2)
         .map(|_| {
             tokio::spawn(mail::run(
-                s.db.clone(),
+                s.adb.db.clone(),
                 cfg.clone(),
                 cfg.transport().unwrap(),
                 stop_rx.clone(),
@@ -427,7 +432,7 @@ async fn several_workers(backend: Backend) {
         .collect();
 
     const N: usize = 30;
-    with_db!(&s.db, p => {
+    with_db!(&s.adb.db, p => {
         let mut tx = p.begin().await.unwrap();
         for i in 0..N {
             mail::enqueue(&mut tx, &format!("user{i}@example.com"), &sign_in(i)).await.unwrap();
@@ -444,7 +449,7 @@ async fn several_workers(backend: Backend) {
             1
         );
     }
-    let (sent, one_attempt): (i64, i64) = with_db!(&s.db, p => sqlx::query_as(
+    let (sent, one_attempt): (i64, i64) = with_db!(&s.adb.db, p => sqlx::query_as(
         "SELECT COUNT(*), SUM(CASE WHEN attempts = 1 THEN 1 ELSE 0 END) FROM outbox WHERE status = 'sent'")
         .fetch_one(p).await).unwrap();
     assert_eq!((sent, one_attempt), (N as i64, N as i64));
@@ -454,7 +459,8 @@ async fn several_workers(backend: Backend) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn several_workers_send_each_mail_once() {
-    each_backend(several_workers).await;
-}
+both_dbs!(
+    several_workers_send_each_mail_once,
+    super::several_workers,
+    2
+);

@@ -13,7 +13,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use stellar_tests::fakes::harness::{each_backend, Backend, Opts, Stack};
+use stellar_tests::both_dbs;
+use stellar_tests::harness::{billing_stack, Backend, Stack};
 use uuid::Uuid;
 
 const WWW_AUTHENTICATE: &str = r#"Bearer realm="stellar""#;
@@ -28,7 +29,7 @@ type Row = (
 );
 
 async fn row(s: &Stack, uid: Uuid) -> Row {
-    stellar_common::with_db!(&s.db, p => sqlx::query_as(
+    stellar_common::with_db!(&s.adb.db, p => sqlx::query_as(
         "SELECT provider, provider_customer_id, toss_customer_key, billing_key_enc, updated_at FROM users WHERE id = $1")
         .bind(uid).fetch_one(p).await)
     .unwrap()
@@ -39,7 +40,7 @@ async fn totals(s: &Stack) -> (i64, i64, i64) {
     let mut out = [0i64; 3];
     for (i, t) in ["users", "api_keys", "change_feed"].iter().enumerate() {
         let sql = format!("SELECT COUNT(*) FROM {t}");
-        out[i] = stellar_common::with_db!(&s.db, p => sqlx::query_scalar::<_, i64>(&sql).fetch_one(p).await)
+        out[i] = stellar_common::with_db!(&s.adb.db, p => sqlx::query_scalar::<_, i64>(&sql).fetch_one(p).await)
             .unwrap();
     }
     (out[0], out[1], out[2])
@@ -65,7 +66,7 @@ async fn get_raw(
     path: &str,
     key: Option<&str>,
 ) -> (u16, Option<String>, Option<String>, String) {
-    let mut r = s.http.get(format!("{}{path}", s.url));
+    let mut r = s.http.get(format!("{}{path}", s.billing().url));
     if let Some(k) = key {
         r = r.header("X-API-Key", k);
     }
@@ -82,22 +83,22 @@ async fn get_raw(
 
 /// Every request any fake provider received, as text (paths and bodies).
 fn provider_traffic(s: &Stack) -> String {
-    let mut all = s.stripe.requests();
-    all.extend(s.lemon.requests());
-    all.extend(s.toss.requests());
+    let mut all = s.billing().stripe.requests();
+    all.extend(s.billing().lemon.requests());
+    all.extend(s.billing().toss.requests());
     all.iter()
         .map(|r| format!("{} {}\n", r.path, r.body))
         .collect()
 }
 
 async fn unauthenticated_checkout(backend: Backend) {
-    let Some(s) = Stack::start(backend, Opts::default()).await else {
+    let Some(s) = billing_stack(backend, false, &[]).await else {
         return;
     };
     // The victim had a Stripe subscription and a Toss customerKey; the second victim never
     // checked out with Toss.
     let (uid, key) = s.register("victim@example.com").await;
-    stellar_common::with_db!(&s.db, p => sqlx::query(
+    stellar_common::with_db!(&s.adb.db, p => sqlx::query(
         "UPDATE users SET provider = 'stripe', provider_customer_id = 'cus_victim', toss_customer_key = 'ck-victim-0001' WHERE id = $1")
         .bind(uid).execute(p).await.map(|_| ()))
     .unwrap();
@@ -190,7 +191,8 @@ async fn unauthenticated_checkout(backend: Backend) {
         assert!(loc.unwrap().contains("checkout=failed"));
     }
     assert!(
-        !s.toss
+        !s.billing()
+            .toss
             .requests()
             .iter()
             .any(|r| r.path.contains("/authorizations/")),
@@ -259,6 +261,7 @@ async fn unauthenticated_checkout(backend: Backend) {
     assert_eq!(st, 200, "{v}");
     assert!(v.get("api_key").is_none());
     let f = s
+        .billing()
         .stripe
         .requests()
         .into_iter()
@@ -282,6 +285,7 @@ async fn unauthenticated_checkout(backend: Backend) {
     .await;
     assert_eq!(st, 200, "the e-mail may be left out with a key: {v}");
     let b = s
+        .billing()
         .lemon
         .requests()
         .into_iter()
@@ -370,11 +374,7 @@ async fn unusable_checkout_creates_nothing(backend: Backend) {
             "stripe",
         ),
     ] {
-        let opts = Opts {
-            front: false,
-            env: vec![(var, value.clone())],
-        };
-        let Some(s) = Stack::start(backend, opts).await else {
+        let Some(s) = billing_stack(backend, false, &[(var, value.clone())]).await else {
             return;
         };
         let before = totals(&s).await;
@@ -421,7 +421,7 @@ async fn unusable_checkout_creates_nothing(backend: Backend) {
 }
 
 async fn non_object_bodies(backend: Backend) {
-    let Some(s) = Stack::start(backend, Opts::default()).await else {
+    let Some(s) = billing_stack(backend, false, &[]).await else {
         return;
     };
     let (uid, key) = s.register("existing@example.com").await;
@@ -493,8 +493,11 @@ async fn non_object_bodies(backend: Backend) {
     assert_eq!(st, 422, "confirm {confirm} → {v}");
     assert_eq!(totals(&s).await, before, "nothing was created");
     assert_eq!(keys_of(uid).await, 1);
-    assert!(s.toss.requests().is_empty(), "no card registration started");
-    assert!(s.stripe.requests().is_empty() && s.lemon.requests().is_empty());
+    assert!(
+        s.billing().toss.requests().is_empty(),
+        "no card registration started"
+    );
+    assert!(s.billing().stripe.requests().is_empty() && s.billing().lemon.requests().is_empty());
     // The documented shapes still work.
     let (st, v) = s
         .post(
@@ -515,7 +518,7 @@ async fn non_object_bodies(backend: Backend) {
 }
 
 async fn unauthorized_has_www_authenticate(backend: Backend) {
-    let Some(s) = Stack::start(backend, Opts::default()).await else {
+    let Some(s) = billing_stack(backend, false, &[]).await else {
         return;
     };
     let (_, key) = s.register("holder@example.com").await;
@@ -543,9 +546,10 @@ async fn unauthorized_has_www_authenticate(backend: Backend) {
     ];
     for (method, path) in &requests {
         for (header, value) in &credentials {
-            let mut r = s
-                .http
-                .request(method.parse().unwrap(), format!("{}{path}", s.url));
+            let mut r = s.http.request(
+                method.parse().unwrap(),
+                format!("{}{path}", s.billing().url),
+            );
             if let Some(v) = value {
                 r = r.header(*header, v);
             }
@@ -567,7 +571,7 @@ async fn unauthorized_has_www_authenticate(backend: Backend) {
     for (st, path) in [(404, "/no/such/path"), (404, "/billing/portal")] {
         let r = s
             .http
-            .get(format!("{}{path}", s.url))
+            .get(format!("{}{path}", s.billing().url))
             .header("X-API-Key", &key)
             .send()
             .await
@@ -579,22 +583,22 @@ async fn unauthorized_has_www_authenticate(backend: Backend) {
     assert_eq!(s.usage(&key).await["keys_used"], 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn unauthenticated_checkout_never_binds_an_existing_account() {
-    each_backend(unauthenticated_checkout).await;
-}
+both_dbs!(
+    unauthenticated_checkout_never_binds_an_existing_account,
+    super::unauthenticated_checkout
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_checkout_that_cannot_go_on_creates_nothing() {
-    each_backend(unusable_checkout_creates_nothing).await;
-}
+both_dbs!(
+    a_checkout_that_cannot_go_on_creates_nothing,
+    super::unusable_checkout_creates_nothing
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn non_object_json_bodies_are_422_and_change_nothing() {
-    each_backend(non_object_bodies).await;
-}
+both_dbs!(
+    non_object_json_bodies_are_422_and_change_nothing,
+    super::non_object_bodies
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_401_carries_www_authenticate() {
-    each_backend(unauthorized_has_www_authenticate).await;
-}
+both_dbs!(
+    every_401_carries_www_authenticate,
+    super::unauthorized_has_www_authenticate
+);

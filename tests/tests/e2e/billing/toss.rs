@@ -7,8 +7,9 @@
 use chrono::{Duration as CDuration, Utc};
 use serde_json::json;
 use std::time::Duration;
-use stellar_tests::fakes::harness::{each_backend, Backend, Opts, Stack, TOSS_CK};
+use stellar_tests::both_dbs;
 use stellar_tests::fakes::TossMode;
+use stellar_tests::harness::{billing_stack, Backend, Stack, TOSS_CK};
 use uuid::Uuid;
 
 /// The Toss checkout of the account whose API key is `key` (an e-mail with an account checks
@@ -47,7 +48,7 @@ async fn confirm(s: &Stack, email: &str, ck: &str, auth: &str) -> (u16, serde_js
 }
 
 async fn latest_order(s: &Stack, uid: Uuid) -> (String, String) {
-    stellar_common::with_db!(&s.db, p => sqlx::query_as::<_, (String, String)>(
+    stellar_common::with_db!(&s.adb.db, p => sqlx::query_as::<_, (String, String)>(
         "SELECT order_id, status FROM toss_charges WHERE user_id = $1 ORDER BY created_at DESC, attempt DESC LIMIT 1")
         .bind(uid).fetch_one(p).await).unwrap()
 }
@@ -57,11 +58,13 @@ async fn period_end(s: &Stack, uid: Uuid) -> chrono::DateTime<Utc> {
 }
 
 async fn toss_flow(backend: Backend) {
-    let opts = Opts {
-        front: true,
-        env: vec![("STELLAR_BILLING_PAST_DUE_GRACE_SECS", "4".into())],
-    };
-    let Some(mut s) = Stack::start(backend, opts).await else {
+    let Some(mut s) = billing_stack(
+        backend,
+        true,
+        &[("STELLAR_BILLING_PAST_DUE_GRACE_SECS", "4".into())],
+    )
+    .await
+    else {
         return;
     };
     let (uid, key) = s.register("henry@example.com").await;
@@ -73,7 +76,7 @@ async fn toss_flow(backend: Backend) {
         .http
         .get(format!(
             "{}/billing/toss/checkout?tier=pro&email=henry@example.com",
-            s.url
+            s.billing().url
         ))
         .header("X-API-Key", &key)
         .send()
@@ -102,7 +105,7 @@ async fn toss_flow(backend: Backend) {
         confirm(&s, "henry@example.com", &ck, "bad_auth").await.0,
         402
     );
-    assert_eq!(s.toss.total_charges(), 0);
+    assert_eq!(s.billing().toss.total_charges(), 0);
 
     // Confirm: billing key issued, first charge, pro within 1 s.
     let (st, v) = confirm(&s, "henry@example.com", &ck, "auth_ok").await;
@@ -112,11 +115,12 @@ async fn toss_flow(backend: Backend) {
         (Some("pro"), Some("active"))
     );
     s.expect_tier(&key, "pro", Duration::from_secs(1)).await;
-    assert_eq!(s.toss.total_charges(), 1);
+    assert_eq!(s.billing().toss.total_charges(), 1);
     let (first_order, st1) = latest_order(&s, uid).await;
     assert_eq!(st1, "done");
-    assert_eq!(s.toss.charges_for(&first_order), 1);
+    assert_eq!(s.billing().toss.charges_for(&first_order), 1);
     let issue = s
+        .billing()
         .toss
         .requests()
         .into_iter()
@@ -127,6 +131,7 @@ async fn toss_flow(backend: Backend) {
         "Basic base64(secret + ':')"
     );
     let charge = s
+        .billing()
         .toss
         .requests()
         .into_iter()
@@ -135,11 +140,16 @@ async fn toss_flow(backend: Backend) {
     assert!(charge.headers.contains_key("idempotency-key"));
     assert_eq!(charge.json()["customerKey"], ck.as_str());
     assert_eq!(charge.json()["amount"], 39000);
-    assert!(s.toss.problems().is_empty(), "{:?}", s.toss.problems());
+    assert!(
+        s.billing().toss.problems().is_empty(),
+        "{:?}",
+        s.billing().toss.problems()
+    );
     assert!(period_end(&s, uid).await > Utc::now() + CDuration::days(27));
 
     // The billing key is stored encrypted and never logged.
     let bk = s
+        .billing()
         .toss
         .inner
         .lock()
@@ -149,7 +159,7 @@ async fn toss_flow(backend: Backend) {
         .find(|(_, c)| **c == ck)
         .map(|(k, _)| k.clone())
         .unwrap();
-    let (enc, plain): (Option<String>, Option<String>) = stellar_common::with_db!(&s.db, p => sqlx::query_as(
+    let (enc, plain): (Option<String>, Option<String>) = stellar_common::with_db!(&s.adb.db, p => sqlx::query_as(
         "SELECT billing_key_enc, billing_key FROM users WHERE id = $1").bind(uid).fetch_one(p).await).unwrap();
     let enc = enc.unwrap();
     assert!(enc.starts_with("v1:") && !enc.contains(&bk) && plain.is_none());
@@ -164,7 +174,7 @@ async fn toss_flow(backend: Backend) {
     )
     .await;
     s.until(Duration::from_secs(5), "renewal charged", || async {
-        s.toss.total_charges() == 2
+        s.billing().toss.total_charges() == 2
     })
     .await;
     s.until(Duration::from_secs(5), "renewal recorded", || async {
@@ -173,7 +183,8 @@ async fn toss_flow(backend: Backend) {
     .await;
 
     // Crash between charge and record: Toss charges, billing is killed before it hears back.
-    s.toss
+    s.billing()
+        .toss
         .set_mode(TossMode::ChargeThenHang(Duration::from_secs(30)));
     s.exec(
         "UPDATE users SET current_period_end = $2 WHERE id = $1",
@@ -182,13 +193,13 @@ async fn toss_flow(backend: Backend) {
     )
     .await;
     s.until(Duration::from_secs(5), "crash charge executed", || async {
-        s.toss.total_charges() == 3
+        s.billing().toss.total_charges() == 3
     })
     .await;
     s.kill9_billing().await;
     let (crash_order, st) = latest_order(&s, uid).await;
     assert_eq!(st, "pending", "billing died before recording the outcome");
-    s.toss.set_mode(TossMode::Approve);
+    s.billing().toss.set_mode(TossMode::Approve);
     s.restart_billing().await;
     s.until(
         Duration::from_secs(8),
@@ -197,11 +208,11 @@ async fn toss_flow(backend: Backend) {
     )
     .await;
     assert_eq!(
-        s.toss.charges_for(&crash_order),
+        s.billing().toss.charges_for(&crash_order),
         1,
         "exactly one charge for the interrupted order"
     );
-    assert_eq!(s.toss.total_charges(), 3, "nothing charged twice");
+    assert_eq!(s.billing().toss.total_charges(), 3, "nothing charged twice");
     assert!(
         period_end(&s, uid).await > Utc::now() + CDuration::days(27),
         "the account is paid"
@@ -210,7 +221,8 @@ async fn toss_flow(backend: Backend) {
     s.expect_tier(&key, "pro", Duration::from_secs(1)).await;
 
     // Lost answer without a crash (client timeout 1.5 s): looked up by orderId, not re-charged.
-    s.toss
+    s.billing()
+        .toss
         .set_mode(TossMode::ChargeThenHang(Duration::from_secs(5)));
     s.exec(
         "UPDATE users SET current_period_end = $2 WHERE id = $1",
@@ -221,14 +233,21 @@ async fn toss_flow(backend: Backend) {
     s.until(
         Duration::from_secs(10),
         "lost-answer charge resolved",
-        || async { s.toss.total_charges() == 4 && latest_order(&s, uid).await.1 == "done" },
+        || async {
+            s.billing().toss.total_charges() == 4 && latest_order(&s, uid).await.1 == "done"
+        },
     )
     .await;
     let (lost_order, _) = latest_order(&s, uid).await;
-    assert_eq!(s.toss.charges_for(&lost_order), 1);
-    s.toss.set_mode(TossMode::Approve);
-    assert!(s.toss.problems().is_empty(), "{:?}", s.toss.problems());
+    assert_eq!(s.billing().toss.charges_for(&lost_order), 1);
+    s.billing().toss.set_mode(TossMode::Approve);
+    assert!(
+        s.billing().toss.problems().is_empty(),
+        "{:?}",
+        s.billing().toss.problems()
+    );
     let lookups = s
+        .billing()
         .toss
         .requests()
         .iter()
@@ -243,7 +262,7 @@ async fn toss_flow(backend: Backend) {
         "data": {"paymentKey": "pk_forged", "orderId": first_order, "status": "DONE"}})
         .to_string();
     assert_eq!(s.post("/webhook/toss", &forged, &[]).await.0, 400);
-    let pk = s.toss.payment(&first_order).unwrap()["paymentKey"]
+    let pk = s.billing().toss.payment(&first_order).unwrap()["paymentKey"]
         .as_str()
         .unwrap()
         .to_string();
@@ -280,7 +299,8 @@ async fn toss_flow(backend: Backend) {
     let ck2 = checkout(&s, "ivy@example.com", &k2).await;
     assert_eq!(confirm(&s, "ivy@example.com", &ck2, "auth_ok").await.0, 200);
     s.expect_tier(&k2, "pro", Duration::from_secs(1)).await;
-    s.toss
+    s.billing()
+        .toss
         .set_mode(TossMode::Decline("REJECT_CARD_COMPANY".into()));
     s.exec(
         "UPDATE users SET current_period_end = $2 WHERE id = $1",
@@ -313,19 +333,20 @@ async fn toss_flow(backend: Backend) {
         )
         .await;
     assert_eq!(failed, 3, "first attempt and two retries");
-    s.toss.set_mode(TossMode::Approve);
+    s.billing().toss.set_mode(TossMode::Approve);
 
     // A declined first charge: 402, still free.
     let (u3, k3) = s.register("jack@example.com").await;
     let ck3 = checkout(&s, "jack@example.com", &k3).await;
-    s.toss
+    s.billing()
+        .toss
         .set_mode(TossMode::Decline("INVALID_CARD_EXPIRATION".into()));
     assert_eq!(
         confirm(&s, "jack@example.com", &ck3, "auth_ok").await.0,
         402
     );
     assert_eq!(s.account(u3).await.0, "free");
-    s.toss.set_mode(TossMode::Approve);
+    s.billing().toss.set_mode(TossMode::Approve);
 
     // Cancel: no more renewals; tier kept until the period ends, then free.
     assert_eq!(
@@ -333,7 +354,7 @@ async fn toss_flow(backend: Backend) {
         200
     );
     assert_eq!(s.account(u3).await.0, "pro");
-    let charges_before = s.toss.total_charges();
+    let charges_before = s.billing().toss.total_charges();
     let (st, v) = s.post("/billing/cancel", "", &[("X-API-Key", &key)]).await;
     assert_eq!(
         (st, v["subscription_status"].as_str()),
@@ -357,6 +378,7 @@ async fn toss_flow(backend: Backend) {
 
     // BILLING_DELETED for jack's key: renewals stop, tier kept until the period ends.
     let bk3 = s
+        .billing()
         .toss
         .inner
         .lock()
@@ -386,12 +408,16 @@ async fn toss_flow(backend: Backend) {
     })
     .await;
     assert_eq!(
-        s.toss.total_charges(),
+        s.billing().toss.total_charges(),
         charges_before,
         "no renewal after cancel / BILLING_DELETED"
     );
-    assert!(s.toss.problems().is_empty(), "{:?}", s.toss.problems());
-    assert!(!s.billing.log().contains(&bk), "billing key never logged");
+    assert!(
+        s.billing().toss.problems().is_empty(),
+        "{:?}",
+        s.billing().toss.problems()
+    );
+    assert!(!s.billing().log().contains(&bk), "billing key never logged");
 
     let m = s.metrics().await;
     assert!(
@@ -401,7 +427,4 @@ async fn toss_flow(backend: Backend) {
     assert!(m.contains("kind=\"renewal\",outcome=\"declined\""), "{m}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn toss_end_to_end() {
-    each_backend(toss_flow).await;
-}
+both_dbs!(toss_end_to_end, super::toss_flow);

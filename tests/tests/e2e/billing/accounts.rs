@@ -3,10 +3,11 @@
 //! the tier's key limit, revoked keys, usage and its history, tiers, pages and metrics.
 
 use serde_json::json;
-use stellar_tests::fakes::harness::{each_backend, Backend, Opts, Stack};
+use stellar_tests::both_dbs;
+use stellar_tests::harness::{billing_stack, Backend};
 
 async fn accounts_and_keys(backend: Backend) {
-    let Some(s) = Stack::start(backend, Opts::default()).await else {
+    let Some(s) = billing_stack(backend, false, &[]).await else {
         return;
     };
 
@@ -60,7 +61,7 @@ async fn accounts_and_keys(backend: Backend) {
     assert_eq!((st, v["detail"].is_string()), (404, true));
     let r = s
         .http
-        .put(format!("{}/auth/register", s.url))
+        .put(format!("{}/auth/register", s.billing().url))
         .send()
         .await
         .unwrap();
@@ -81,7 +82,7 @@ async fn accounts_and_keys(backend: Backend) {
     );
     let r = s
         .http
-        .get(format!("{}/auth/usage", s.url))
+        .get(format!("{}/auth/usage", s.billing().url))
         .bearer_auth(&key)
         .send()
         .await
@@ -89,7 +90,7 @@ async fn accounts_and_keys(backend: Backend) {
     assert_eq!(r.status().as_u16(), 200, "Bearer works too");
     let r = s
         .http
-        .get(format!("{}/auth/usage", s.url))
+        .get(format!("{}/auth/usage", s.billing().url))
         .header("X-Stellar-User", "someone")
         .send()
         .await
@@ -139,7 +140,7 @@ async fn accounts_and_keys(backend: Backend) {
 
     // Upgrade in the DB (as a webhook would) and create more keys, up to pro's 5.
     let uid = uuid::Uuid::parse_str(u["user_id"].as_str().unwrap()).unwrap();
-    stellar_common::with_db!(&s.db, p => sqlx::query("UPDATE users SET tier = 'pro' WHERE id = $1").bind(uid).execute(p).await.map(|_| ())).unwrap();
+    stellar_common::with_db!(&s.adb.db, p => sqlx::query("UPDATE users SET tier = 'pro' WHERE id = $1").bind(uid).execute(p).await.map(|_| ())).unwrap();
     let (st, v) = s
         .post("/auth/api-keys", r#"{"name":"ci"}"#, &[("X-API-Key", &key)])
         .await;
@@ -188,7 +189,7 @@ async fn accounts_and_keys(backend: Backend) {
     // Revoke: the key stops working for billing at once; a stranger's key id is 404.
     let r = s
         .http
-        .delete(format!("{}/auth/api-keys/{second_id}", s.url))
+        .delete(format!("{}/auth/api-keys/{second_id}", s.billing().url))
         .header("X-API-Key", &key)
         .send()
         .await
@@ -208,7 +209,7 @@ async fn accounts_and_keys(backend: Backend) {
     let (_, other) = s.register("bob@example.com").await;
     let r = s
         .http
-        .delete(format!("{}/auth/api-keys/{first_id}", s.url))
+        .delete(format!("{}/auth/api-keys/{first_id}", s.billing().url))
         .header("X-API-Key", &other)
         .send()
         .await
@@ -216,7 +217,7 @@ async fn accounts_and_keys(backend: Backend) {
     assert_eq!(r.status().as_u16(), 404, "not the caller's key");
     let r = s
         .http
-        .delete(format!("{}/auth/api-keys/not-a-uuid", s.url))
+        .delete(format!("{}/auth/api-keys/not-a-uuid", s.billing().url))
         .header("X-API-Key", &other)
         .send()
         .await
@@ -234,7 +235,7 @@ async fn accounts_and_keys(backend: Backend) {
     // Usage history: 24 zero-filled hours, oldest first.
     let now = chrono::Utc::now().timestamp();
     let hour = now - now.rem_euclid(3600);
-    stellar_common::with_db!(&s.db, p => {
+    stellar_common::with_db!(&s.adb.db, p => {
         for (h, n) in [(hour, 7i64), (hour - 3 * 3600, 2), (hour - 30 * 3600, 99)] {
             sqlx::query("INSERT INTO usage_hourly (user_id, hour_start, requests) VALUES ($1, $2, $3)").bind(uid).bind(h).bind(n).execute(p).await.unwrap();
         }
@@ -280,10 +281,7 @@ async fn accounts_and_keys(backend: Backend) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn accounts_keys_and_errors() {
-    each_backend(accounts_and_keys).await;
-}
+both_dbs!(accounts_keys_and_errors, super::accounts_and_keys);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pages_are_served_from_the_landing_dir() {
@@ -295,14 +293,16 @@ async fn pages_are_served_from_the_landing_dir() {
     std::fs::write(dir.path().join("static/style.css"), "body{}").unwrap();
     std::fs::write(dir.path().join("static/img/logo.svg"), "<svg/>").unwrap();
     std::fs::write(dir.path().join("secret.txt"), "no").unwrap();
-    let opts = Opts {
-        env: vec![(
+    let Some(s) = billing_stack(
+        Backend::Sqlite,
+        false,
+        &[(
             "STELLAR_BILLING_LANDING_DIR",
             dir.path().display().to_string(),
         )],
-        ..Default::default()
-    };
-    let Some(s) = Stack::start(Backend::Sqlite, opts).await else {
+    )
+    .await
+    else {
         return;
     };
     for (path, ct, body) in [
@@ -312,7 +312,12 @@ async fn pages_are_served_from_the_landing_dir() {
         ("/static/style.css", "text/css", "body{}"),
         ("/static/img/logo.svg", "image/svg+xml", "<svg/>"),
     ] {
-        let r = s.http.get(format!("{}{path}", s.url)).send().await.unwrap();
+        let r = s
+            .http
+            .get(format!("{}{path}", s.billing().url))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path}");
         assert!(
             r.headers()["content-type"]

@@ -19,9 +19,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use serde_json::{json, Value};
-use stellar_tests::spawn::{free_addr, repo_root, Service, TempDir};
+use stellar_tests::harness::browser_stack;
+use stellar_tests::spawn::repo_root;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// The tier table of this test: the product's numbers, except that the free tier allows two keys
 /// (the flow creates and revokes a second one) and 120 requests/minute (the flow reloads the
@@ -284,7 +285,7 @@ fn browser_dir() -> PathBuf {
 }
 
 /// playwright-core from `tests/browser/package-lock.json`; `npm ci` when it is not there yet.
-async fn ensure_node_modules(dir: &Path) {
+pub(crate) async fn ensure_node_modules(dir: &Path) {
     let marker = dir
         .join("node_modules")
         .join("playwright-core")
@@ -327,94 +328,37 @@ async fn landing_and_dashboard_in_chromium() {
     let stripe = fake_stripe().await;
     let toss = fake_toss().await;
 
-    let tmp = TempDir::new("browser");
-    let tiers_file = tmp.path().join("tiers.toml");
-    std::fs::write(&tiers_file, TIERS).expect("write tiers");
-    let db_url = format!("sqlite://{}/accounts.db", tmp.path().display());
-
-    let engine_addr = free_addr();
-    let billing_addr = free_addr();
-    let gateway_addr = free_addr();
-    let gateway_metrics = free_addr();
-    let public = format!("http://{gateway_addr}");
-
-    let common: Vec<(&str, String)> = vec![
-        ("STELLAR_DATA_DIR", tmp.path().display().to_string()),
-        ("STELLAR_TIERS_FILE", tiers_file.display().to_string()),
-        ("STELLAR_DB_URL", db_url.clone()),
-        ("RUST_LOG", "info".into()),
-    ];
-    let with = |extra: Vec<(&'static str, String)>| -> Vec<(&'static str, String)> {
-        let mut v: Vec<(&'static str, String)> =
-            common.iter().map(|(k, v)| (*k, v.clone())).collect();
-        v.extend(extra);
-        v
-    };
-
-    let engine = tokio::task::block_in_place(|| {
-        Service::start(
-            "stellar-engine",
-            &with(vec![
-                ("STELLAR_ENGINE_ADDR", engine_addr.clone()),
-                ("STELLAR_ENGINE_METRICS_ADDR", free_addr()),
-            ]),
-            &format!("http://{engine_addr}/api/v1/health"),
-        )
-    })
-    .expect("engine starts");
-
-    let billing = tokio::task::block_in_place(|| {
-        Service::start(
-            "stellar-billing",
-            &with(vec![
-                ("STELLAR_BILLING_ADDR", billing_addr.clone()),
-                ("STELLAR_BILLING_METRICS_ADDR", free_addr()),
-                ("STELLAR_BILLING_PUBLIC_URL", public.clone()),
-                (
-                    "STELLAR_BILLING_LANDING_DIR",
-                    repo_root().join("landing").display().to_string(),
-                ),
-                ("LEMON_API_KEY", LEMON_API_KEY.into()),
-                ("LEMON_STORE_ID", "1".into()),
-                ("LEMON_VARIANT_PRO", "101".into()),
-                ("LEMON_VARIANT_TEAM", "102".into()),
-                ("LEMON_WEBHOOK_SECRET", "ls_signing_secret".into()),
-                ("LEMON_API_BASE", lemon.clone()),
-                ("LEMON_TEST_MODE", "true".into()),
-                ("STRIPE_SECRET_KEY", STRIPE_SECRET_KEY.into()),
-                ("STRIPE_WEBHOOK_SECRET", "whsec_browser".into()),
-                ("STRIPE_PRICE_PRO", "price_pro_test".into()),
-                ("STRIPE_PRICE_TEAM", "price_team_test".into()),
-                ("STRIPE_API_BASE", stripe.clone()),
-                ("TOSS_SECRET_KEY", TOSS_SECRET_KEY.into()),
-                ("TOSS_CLIENT_KEY", "test_ck_browser".into()),
-                (
-                    "TOSS_ENCRYPTION_KEY",
-                    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".into(),
-                ),
-                ("TOSS_API_BASE", toss.clone()),
-                ("TOSS_SDK_URL", format!("{toss}/v2/standard")),
-            ]),
-            &format!("http://{billing_addr}/healthz"),
-        )
-    })
-    .expect("billing starts");
-
-    let gateway = tokio::task::block_in_place(|| {
-        Service::start(
-            "stellar-gateway",
-            &with(vec![
-                ("STELLAR_GATEWAY_ADDR", gateway_addr.clone()),
-                ("STELLAR_METRICS_ADDR", gateway_metrics.clone()),
-                ("STELLAR_GATEWAY_ENGINE_UPSTREAM", engine_addr.clone()),
-                ("STELLAR_GATEWAY_BILLING_UPSTREAM", billing_addr.clone()),
-                ("STELLAR_GATEWAY_USAGE_FLUSH_SECS", "1".into()),
-                ("STELLAR_GATEWAY_GRACE_PERIOD_SECS", "1".into()),
-            ]),
-            &format!("http://{gateway_metrics}/healthz"),
-        )
-    })
-    .expect("gateway starts");
+    // The harness's stack with this test's tiers and these fakes instead of the harness's.
+    let s = browser_stack(
+        TIERS,
+        true,
+        &[
+            ("LEMON_API_KEY", LEMON_API_KEY.into()),
+            ("LEMON_STORE_ID", "1".into()),
+            ("LEMON_VARIANT_PRO", "101".into()),
+            ("LEMON_VARIANT_TEAM", "102".into()),
+            ("LEMON_WEBHOOK_SECRET", "ls_signing_secret".into()),
+            ("LEMON_API_BASE", lemon.clone()),
+            ("LEMON_TEST_MODE", "true".into()),
+            ("STRIPE_SECRET_KEY", STRIPE_SECRET_KEY.into()),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_browser".into()),
+            ("STRIPE_PRICE_PRO", "price_pro_test".into()),
+            ("STRIPE_PRICE_TEAM", "price_team_test".into()),
+            ("STRIPE_API_BASE", stripe.clone()),
+            ("TOSS_SECRET_KEY", TOSS_SECRET_KEY.into()),
+            ("TOSS_CLIENT_KEY", "test_ck_browser".into()),
+            (
+                "TOSS_ENCRYPTION_KEY",
+                "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".into(),
+            ),
+            ("TOSS_API_BASE", toss.clone()),
+            ("TOSS_SDK_URL", format!("{toss}/v2/standard")),
+        ],
+    )
+    .await;
+    // Billing's public URL: the gateway.
+    let public = s.gw().url("");
+    let (engine, billing, gateway) = (&s.engine().svc, &s.billing().svc, &s.gw().svc);
 
     let artifacts = std::env::var("STELLAR_ARTIFACTS_DIR")
         .map(PathBuf::from)
@@ -470,7 +414,8 @@ async fn landing_and_dashboard_in_chromium() {
     }
 }
 
-fn tail(s: &str, n: usize) -> String {
+/// The last `n` lines of `s`.
+pub(crate) fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -4,12 +4,10 @@
 //! API behind the gateway), and the account DB going away (cached keys keep working, others get
 //! 503).
 
-mod gateway_support;
-
-use gateway_support::*;
 use std::time::Duration;
 use stellar_tests::accounts;
-use stellar_tests::spawn::TempDir;
+use stellar_tests::both_dbs;
+use stellar_tests::harness::*;
 
 async fn status_of(c: &reqwest::Client, url: &str, key: Option<&str>) -> u16 {
     let mut r = c.get(url);
@@ -23,7 +21,7 @@ async fn unauthorized_and_cached(backend: Backend) {
     let Some(s) = stack(backend, "gw-auth", ROOMY_TIERS, &[]).await else {
         return;
     };
-    let Stack { adb, gw, .. } = &s;
+    let (adb, gw) = (&s.adb, s.gw());
     let c = client();
     let stats = gw.url("/api/v1/stats");
 
@@ -142,7 +140,7 @@ async fn revocation_and_tier_change(backend: Backend) {
     let Some(s) = stack(backend, "gw-revoke", tiers, &[]).await else {
         return;
     };
-    let Stack { adb, gw, .. } = &s;
+    let (adb, gw) = (&s.adb, s.gw());
     let c = client();
     let stats = gw.url("/api/v1/stats");
     let acct = accounts::create_account(&adb.db, "free").await;
@@ -192,30 +190,20 @@ async fn revocation_and_tier_change(backend: Backend) {
 /// The real path of a revocation: the account holder deletes a key at billing, through the
 /// gateway (`/auth/*` goes to billing), and the gateway refuses the key within 1 s.
 async fn revocation_through_billing(backend: Backend) {
-    let dir = TempDir::new("gw-revoke-billing");
-    let Some(adb) = account_db(backend, &dir).await else {
+    let Some(s) = full_stack(backend, "gw-revoke-billing", &[]).await else {
         return;
     };
-    let engine = start_engine(&dir);
-    let billing = start_billing(&dir, &adb.url, ROOMY_TIERS);
-    let gw = start_gateway(
-        &dir,
-        &adb.url,
-        &engine.addr,
-        &billing.addr,
-        ROOMY_TIERS,
-        &[],
-    );
+    let gw = s.gw();
     let c = client();
     let stats = gw.url("/api/v1/stats");
-    let (first, second, second_id) = register_with_two_keys(&gw).await;
+    let (first, second, second_id) = register_with_two_keys(gw).await;
 
     // Both keys work through the gateway (and are cached now).
     assert_eq!(status_of(&c, &stats, Some(&first)).await, 200);
     assert_eq!(status_of(&c, &stats, Some(&second)).await, 200);
     assert_eq!(status_of(&c, &stats, Some(&second)).await, 200);
 
-    revoke_through_billing(&gw, &second_id, &first).await;
+    revoke_through_billing(gw, &second_id, &first).await;
     let took = eventually(Duration::from_secs(1), || {
         let (c, u, k) = (c.clone(), stats.clone(), second.clone());
         async move { status_of(&c, &u, Some(&k)).await == 401 }
@@ -246,7 +234,7 @@ async fn db_gone(backend: Backend) {
     else {
         return;
     };
-    let Stack { dir, adb, gw, .. } = &s;
+    let (dir, adb, gw) = (&s.dir, &s.adb, s.gw());
     let c = client();
     let stats = gw.url("/api/v1/stats");
     let cached = accounts::create_account(&adb.db, "free").await;

@@ -5,12 +5,10 @@
 //! rate below the account's, a scope change effective within 1 s, a scoped key unable to mint an
 //! unrestricted one, and rotation with an overlap.
 
-mod gateway_support;
-
-use gateway_support::*;
 use serde_json::{json, Value};
 use std::time::Duration;
-use stellar_tests::spawn::TempDir;
+use stellar_tests::both_dbs;
+use stellar_tests::harness::*;
 
 async fn create_key(gw: &Gateway, with: &str, body: Value) -> Value {
     let r = client()
@@ -58,38 +56,25 @@ async fn call(
 }
 
 async fn scoped_keys(backend: Backend) {
-    let dir = TempDir::new("gw-scoped");
-    let Some(adb) = account_db(backend, &dir).await else {
+    let Some(s) = full_stack(backend, "gw-scoped", &[]).await else {
         return;
     };
-    let engine = start_engine(&dir);
-    let billing = start_billing(&dir, &adb.url, ROOMY_TIERS);
-    let gw = start_gateway(
-        &dir,
-        &adb.url,
-        &engine.addr,
-        &billing.addr,
-        ROOMY_TIERS,
-        &[],
-    );
-    let (owner, second, second_id) = register_with_two_keys(&gw).await;
+    let gw = s.gw();
+    let (owner, second, second_id) = register_with_two_keys(gw).await;
 
     // Read-only: reads pass, a store is a 403 problem naming the scope; nothing is stored.
-    let ro = create_key(&gw, &owner, json!({"name": "ro", "read_only": true})).await;
+    let ro = create_key(gw, &owner, json!({"name": "ro", "read_only": true})).await;
     assert_eq!(ro["read_only"], true, "{ro}");
     let ro_key = ro["api_key"].as_str().unwrap().to_string();
-    assert_eq!(
-        call(&gw, "GET", "/api/v1/stats", &ro_key, None).await.0,
-        200
-    );
-    let (status, v) = call(&gw, "POST", "/api/v1/store", &ro_key, None).await;
+    assert_eq!(call(gw, "GET", "/api/v1/stats", &ro_key, None).await.0, 200);
+    let (status, v) = call(gw, "POST", "/api/v1/store", &ro_key, None).await;
     assert_eq!(
         (status, v["scope"].as_str()),
         (403, Some("read_only")),
         "{v}"
     );
     assert_eq!(v["status"], 403);
-    let (_, stats) = call(&gw, "GET", "/api/v1/stats", &owner, None).await;
+    let (_, stats) = call(gw, "GET", "/api/v1/stats", &owner, None).await;
     assert_eq!(stats["total_memories"], 0, "{stats}");
     // A scoped key reads the account at billing but cannot change it (no key minting).
     let r = client()
@@ -109,20 +94,20 @@ async fn scoped_keys(backend: Backend) {
     assert_eq!(r.status(), 200);
 
     // Agent-bound: the gateway names the agent; another agent is refused.
-    let bot = create_key(&gw, &owner, json!({"name": "bot", "agent": "bot-1"})).await;
+    let bot = create_key(gw, &owner, json!({"name": "bot", "agent": "bot-1"})).await;
     let bot_key = bot["api_key"].as_str().unwrap().to_string();
     assert_eq!(
-        call(&gw, "POST", "/api/v1/store", &bot_key, None).await.0,
+        call(gw, "POST", "/api/v1/store", &bot_key, None).await.0,
         200
     );
     assert_eq!(
-        call(&gw, "POST", "/api/v1/store", &bot_key, Some("bot-1"))
+        call(gw, "POST", "/api/v1/store", &bot_key, Some("bot-1"))
             .await
             .0,
         200
     );
     let (status, v) = call(
-        &gw,
+        gw,
         "GET",
         "/api/v1/recall?q=secrets",
         &bot_key,
@@ -130,8 +115,8 @@ async fn scoped_keys(backend: Backend) {
     )
     .await;
     assert_eq!((status, v["scope"].as_str()), (403, Some("agent")), "{v}");
-    let (_, in_bot) = call(&gw, "GET", "/api/v1/stats", &owner, Some("bot-1")).await;
-    let (_, in_default) = call(&gw, "GET", "/api/v1/stats", &owner, None).await;
+    let (_, in_bot) = call(gw, "GET", "/api/v1/stats", &owner, Some("bot-1")).await;
+    let (_, in_default) = call(gw, "GET", "/api/v1/stats", &owner, None).await;
     assert_eq!(
         (
             in_bot["total_memories"].as_i64(),
@@ -160,7 +145,7 @@ async fn scoped_keys(backend: Backend) {
 
     // Its own rate: 2 per minute (burst 2), below the account's 100,000.
     let slow = create_key(
-        &gw,
+        gw,
         &owner,
         json!({"name": "slow", "requests_per_minute": 2}),
     )
@@ -168,31 +153,31 @@ async fn scoped_keys(backend: Backend) {
     let slow_key = slow["api_key"].as_str().unwrap().to_string();
     for _ in 0..2 {
         assert_eq!(
-            call(&gw, "GET", "/api/v1/stats", &slow_key, None).await.0,
+            call(gw, "GET", "/api/v1/stats", &slow_key, None).await.0,
             200
         );
     }
     assert_eq!(
-        call(&gw, "GET", "/api/v1/stats", &slow_key, None).await.0,
+        call(gw, "GET", "/api/v1/stats", &slow_key, None).await.0,
         429
     );
-    assert_eq!(call(&gw, "GET", "/api/v1/stats", &owner, None).await.0, 200);
+    assert_eq!(call(gw, "GET", "/api/v1/stats", &owner, None).await.0, 200);
 
     // (Five keys is the tier's limit.)
-    revoke_through_billing(&gw, slow["id"].as_str().unwrap(), &owner).await;
+    revoke_through_billing(gw, slow["id"].as_str().unwrap(), &owner).await;
 
     // Expiry: working until its second, refused from it on (checked on every request).
-    let soon = create_key(&gw, &owner, json!({"name": "soon", "expires_in_secs": 2})).await;
+    let soon = create_key(gw, &owner, json!({"name": "soon", "expires_in_secs": 2})).await;
     let soon_key = soon["api_key"].as_str().unwrap().to_string();
     let expires: chrono::DateTime<chrono::Utc> =
         soon["expires_at"].as_str().unwrap().parse().unwrap();
     assert_eq!(
-        call(&gw, "GET", "/api/v1/stats", &soon_key, None).await.0,
+        call(gw, "GET", "/api/v1/stats", &soon_key, None).await.0,
         200
     );
     let wait = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(wait + Duration::from_millis(1000)).await;
-    let (status, v) = call(&gw, "GET", "/api/v1/stats", &soon_key, None).await;
+    let (status, v) = call(gw, "GET", "/api/v1/stats", &soon_key, None).await;
     assert_eq!(
         (status, v["detail"].as_str()),
         (401, Some("API key expired"))
@@ -210,13 +195,10 @@ async fn scoped_keys(backend: Backend) {
     let rotated: Value = r.json().await.unwrap();
     let new_key = rotated["api_key"].as_str().unwrap().to_string();
     assert_eq!(
-        call(&gw, "GET", "/api/v1/stats", &new_key, None).await.0,
+        call(gw, "GET", "/api/v1/stats", &new_key, None).await.0,
         200
     );
-    assert_eq!(
-        call(&gw, "GET", "/api/v1/stats", &second, None).await.0,
-        200
-    );
+    assert_eq!(call(gw, "GET", "/api/v1/stats", &second, None).await.0, 200);
     eventually(Duration::from_secs(5), || {
         let (gw, k) = (&gw, second.clone());
         async move { call(gw, "GET", "/api/v1/stats", &k, None).await.0 == 401 }
@@ -224,10 +206,9 @@ async fn scoped_keys(backend: Backend) {
     .await
     .expect("the old key stops at the end of the overlap");
     assert_eq!(
-        call(&gw, "GET", "/api/v1/stats", &new_key, None).await.0,
+        call(gw, "GET", "/api/v1/stats", &new_key, None).await.0,
         200
     );
-    drop(billing);
 }
 
 both_dbs!(scoped_keys_end_to_end, super::scoped_keys);

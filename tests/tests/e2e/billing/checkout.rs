@@ -9,10 +9,9 @@
 use chrono::Utc;
 use serde_json::{json, Value};
 use std::time::Duration;
-use stellar_tests::fakes::harness::{
-    each_backend, Backend, Opts, Stack, STRIPE_PRICE_PRO, STRIPE_WHSEC,
-};
+use stellar_tests::both_dbs;
 use stellar_tests::fakes::{stripe_signature, TossMode};
+use stellar_tests::harness::{billing_stack, Backend, Stack, STRIPE_PRICE_PRO, STRIPE_WHSEC};
 use uuid::Uuid;
 
 async fn checkout(s: &Stack, provider: &str, email: &str) -> (u16, Value) {
@@ -35,7 +34,7 @@ async fn checkout_as(s: &Stack, provider: &str, email: &str, key: &str) -> (u16,
 }
 
 async fn users_with_email(s: &Stack, email: &str) -> i64 {
-    stellar_common::with_db!(&s.db, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users WHERE email = $1")
+    stellar_common::with_db!(&s.adb.db, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users WHERE email = $1")
         .bind(email).fetch_one(p).await)
     .unwrap()
 }
@@ -49,7 +48,7 @@ async fn get_page_as(
     path: &str,
     key: Option<&str>,
 ) -> (u16, reqwest::header::HeaderMap, String) {
-    let mut r = s.http.get(format!("{}{path}", s.url));
+    let mut r = s.http.get(format!("{}{path}", s.billing().url));
     if let Some(k) = key {
         r = r.header("X-API-Key", k);
     }
@@ -65,7 +64,7 @@ fn key_in_page(html: &str) -> String {
 }
 
 async fn checkout_flow(backend: Backend) {
-    let Some(s) = Stack::start(backend, Opts::default()).await else {
+    let Some(s) = billing_stack(backend, false, &[]).await else {
         return;
     };
     let mut shown_keys = Vec::new();
@@ -90,6 +89,7 @@ async fn checkout_flow(backend: Backend) {
     );
     let uid = Uuid::parse_str(u["user_id"].as_str().unwrap()).unwrap();
     let session = s
+        .billing()
         .stripe
         .requests()
         .into_iter()
@@ -171,7 +171,7 @@ async fn checkout_flow(backend: Backend) {
     shown_keys.push(tkey.clone());
     let ck = v["customer_key"].as_str().unwrap().to_string();
     let tuid = Uuid::parse_str(s.usage(&tkey).await["user_id"].as_str().unwrap()).unwrap();
-    let stored: Option<String> = stellar_common::with_db!(&s.db, p => sqlx::query_scalar("SELECT toss_customer_key FROM users WHERE id = $1")
+    let stored: Option<String> = stellar_common::with_db!(&s.adb.db, p => sqlx::query_scalar("SELECT toss_customer_key FROM users WHERE id = $1")
         .bind(tuid).fetch_one(p).await)
     .unwrap();
     assert_eq!(stored.as_deref(), Some(ck.as_str()));
@@ -221,7 +221,7 @@ async fn checkout_flow(backend: Backend) {
     let at = html.find(&link).expect("the link back to the Toss page") + link.len();
     let link_ck = &html[at..at + 36];
     let tguid = Uuid::parse_str(s.usage(&tgkey).await["user_id"].as_str().unwrap()).unwrap();
-    let stored: Option<String> = stellar_common::with_db!(&s.db, p => sqlx::query_scalar("SELECT toss_customer_key FROM users WHERE id = $1")
+    let stored: Option<String> = stellar_common::with_db!(&s.adb.db, p => sqlx::query_scalar("SELECT toss_customer_key FROM users WHERE id = $1")
         .bind(tguid).fetch_one(p).await)
     .unwrap();
     assert_eq!(stored.as_deref(), Some(link_ck), "{html}");
@@ -248,7 +248,7 @@ async fn checkout_flow(backend: Backend) {
     }
 
     // The keys are in no log line.
-    let log = s.billing.log();
+    let log = s.billing().log();
     for k in &shown_keys {
         assert!(!log.contains(k.as_str()), "a key was logged");
     }
@@ -257,11 +257,13 @@ async fn checkout_flow(backend: Backend) {
 
 /// A provider that refuses (unreachable here): 502, and no account for the new e-mail.
 async fn refused_checkout(backend: Backend) {
-    let opts = Opts {
-        front: false,
-        env: vec![("STRIPE_API_BASE", "http://127.0.0.1:9".into())],
-    };
-    let Some(s) = Stack::start(backend, opts).await else {
+    let Some(s) = billing_stack(
+        backend,
+        false,
+        &[("STRIPE_API_BASE", "http://127.0.0.1:9".into())],
+    )
+    .await
+    else {
         return;
     };
     let (st, v) = checkout(&s, "stripe", "refused@example.com").await;
@@ -282,7 +284,7 @@ async fn refused_checkout(backend: Backend) {
 /// Webhook bodies: over the 64 KiB API limit but under the 1 MiB webhook limit are accepted;
 /// Toss event names from unsigned bodies never become metric labels.
 async fn webhook_limits_and_labels(backend: Backend) {
-    let Some(s) = Stack::start(backend, Opts::default()).await else {
+    let Some(s) = billing_stack(backend, false, &[]).await else {
         return;
     };
     let now = Utc::now().timestamp();
@@ -322,18 +324,16 @@ async fn webhook_limits_and_labels(backend: Backend) {
 /// A Toss confirmation whose charge answer was lost (503, "pending"), retried by the customer
 /// with a new authKey before billing has settled the first charge: no second charge.
 async fn toss_retry_never_double_charges(backend: Backend) {
-    let opts = Opts {
-        front: false,
-        // Long enough that the reconciler does not settle the lost charge during the test.
-        env: vec![("STELLAR_BILLING_SCHEDULER_INTERVAL_SECS", "60".into())],
-    };
-    let Some(s) = Stack::start(backend, opts).await else {
+    // Long enough that the reconciler does not settle the lost charge during the test.
+    let env = [("STELLAR_BILLING_SCHEDULER_INTERVAL_SECS", "60".into())];
+    let Some(s) = billing_stack(backend, false, &env).await else {
         return;
     };
     let (st, v) = checkout(&s, "toss", "retry@example.com").await;
     assert_eq!(st, 200, "{v}");
     let ck = v["customer_key"].as_str().unwrap().to_string();
-    s.toss
+    s.billing()
+        .toss
         .set_mode(TossMode::ChargeThenHang(Duration::from_secs(4)));
     let confirm = |auth: &'static str| {
         let body = json!({"customerKey": ck, "authKey": auth, "tier": "pro", "email": "retry@example.com"})
@@ -343,33 +343,30 @@ async fn toss_retry_never_double_charges(backend: Backend) {
     };
     let (st, v) = confirm("auth_ok").await;
     assert_eq!(st, 503, "the answer was lost: {v}");
-    assert_eq!(s.toss.total_charges(), 1);
-    s.toss.set_mode(TossMode::Approve);
+    assert_eq!(s.billing().toss.total_charges(), 1);
+    s.billing().toss.set_mode(TossMode::Approve);
     let (st, v) = confirm("auth_ok_again").await;
     assert_eq!(st, 503, "still settling the first charge: {v}");
-    assert_eq!(s.toss.total_charges(), 1, "never charged twice");
-    let n = stellar_common::with_db!(&s.db, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM toss_charges")
+    assert_eq!(s.billing().toss.total_charges(), 1, "never charged twice");
+    let n = stellar_common::with_db!(&s.adb.db, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM toss_charges")
         .fetch_one(p).await)
     .unwrap();
     assert_eq!(n, 1, "no second order was started");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn checkout_for_a_new_email_issues_its_first_key() {
-    each_backend(checkout_flow).await;
-}
+both_dbs!(
+    checkout_for_a_new_email_issues_its_first_key,
+    super::checkout_flow
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn refused_checkout_creates_nothing() {
-    each_backend(refused_checkout).await;
-}
+both_dbs!(refused_checkout_creates_nothing, super::refused_checkout);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn webhook_body_limit_and_bounded_labels() {
-    each_backend(webhook_limits_and_labels).await;
-}
+both_dbs!(
+    webhook_body_limit_and_bounded_labels,
+    super::webhook_limits_and_labels
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn toss_confirmation_retry_never_double_charges() {
-    each_backend(toss_retry_never_double_charges).await;
-}
+both_dbs!(
+    toss_confirmation_retry_never_double_charges,
+    super::toss_retry_never_double_charges
+);

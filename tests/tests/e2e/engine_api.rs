@@ -6,39 +6,33 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use stellar_tests::spawn::{bin_path, free_addr, pg_url_for_test, signal, Service, TempDir};
+use stellar_tests::harness::{Backend, Stack};
+use stellar_tests::spawn::{bin_path, pg_url_for_test, signal, Service};
 
 /// A running engine and where to reach it.
 struct Engine {
     svc: Service,
     base: String,
     metrics: String,
-    _dir: TempDir,
+    /// What is left of the harness's stack: its temporary directory (the engine's data).
+    _stack: Stack,
 }
 
 /// Start the engine with SQLite in a fresh directory (or `db_url`), plus extra environment.
-fn start(db_url: Option<&str>, extra: &[(&str, &str)]) -> Engine {
-    let dir = TempDir::new("engine-e2e");
-    let (addr, maddr) = (free_addr(), free_addr());
-    let mut env: Vec<(&str, String)> = vec![
-        ("STELLAR_DATA_DIR", dir.path().display().to_string()),
-        ("STELLAR_ENGINE_ADDR", addr.clone()),
-        ("STELLAR_ENGINE_METRICS_ADDR", maddr.clone()),
-        ("STELLAR_ENGINE_DB_URL", db_url.unwrap_or("").to_string()),
-        ("RUST_LOG", "info".to_string()),
-    ];
+async fn start(db_url: Option<&str>, extra: &[(&str, &str)]) -> Engine {
+    let mut env = vec![("STELLAR_ENGINE_DB_URL", db_url.unwrap_or("").to_string())];
     env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    let svc = Service::start(
-        "stellar-engine",
-        &env,
-        &format!("http://{addr}/api/v1/health"),
-    )
-    .expect("engine starts");
+    let mut stack = Stack::builder(Backend::Sqlite, "engine-e2e")
+        .engine(&env)
+        .start()
+        .await
+        .expect("SQLite is always there");
+    let e = stack.engine.take().unwrap();
     Engine {
-        svc,
-        base: format!("http://{addr}"),
-        metrics: format!("http://{maddr}/metrics"),
-        _dir: dir,
+        svc: e.svc,
+        base: format!("http://{}", e.addr),
+        metrics: format!("http://{}/metrics", e.metrics),
+        _stack: stack,
     }
 }
 
@@ -147,7 +141,7 @@ fn ids(items: &[Value], key: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn every_endpoint_round_trip() {
-    let e = start(None, &[]);
+    let e = start(None, &[]).await;
     let d = As::new(&e, None, None);
 
     // store: defaults and response shape.
@@ -361,7 +355,7 @@ async fn every_endpoint_round_trip() {
 
 #[tokio::test]
 async fn validation_errors_have_fastapi_shape() {
-    let e = start(None, &[]);
+    let e = start(None, &[]).await;
     let d = As::new(&e, None, None);
     let post = |path: &str, body: &str, ct: Option<&str>| {
         let mut r = d.req(reqwest::Method::POST, path).body(body.to_string());
@@ -541,7 +535,7 @@ async fn validation_errors_have_fastapi_shape() {
 
 #[tokio::test]
 async fn tenants_are_isolated() {
-    let e = start(None, &[]);
+    let e = start(None, &[]).await;
     let alice = As::new(&e, Some("alice"), None);
     let alice_bot = As::new(&e, Some("alice"), Some("bot"));
     let bob = As::new(&e, Some("bob"), None);
@@ -695,7 +689,7 @@ async fn acknowledged_stores_survive(e: &mut Engine, kill: bool) -> usize {
 
 #[tokio::test]
 async fn restart_and_kill9_keep_everything_acknowledged() {
-    let mut e = start(None, &[]);
+    let mut e = start(None, &[]).await;
     let d = As::new(&e, None, None);
     let id = d.store_ok("persisted across restarts", 0.7).await;
     assert_eq!(d.recall("persisted", "").await[0]["recall_count"], 1);
@@ -765,7 +759,7 @@ async fn next_change(
 
 #[tokio::test]
 async fn sse_streams_changes_per_tenant_and_heartbeats() {
-    let mut e = start(None, &[("STELLAR_ENGINE_HEARTBEAT_SECS", "1")]);
+    let mut e = start(None, &[("STELLAR_ENGINE_HEARTBEAT_SECS", "1")]).await;
     let alice = As::new(&e, Some("alice"), None);
     let bob = As::new(&e, Some("bob"), None);
     let resp = alice
@@ -832,7 +826,7 @@ async fn sse_streams_changes_per_tenant_and_heartbeats() {
 
 #[tokio::test]
 async fn metrics_listener_reports_zones_and_latencies() {
-    let e = start(None, &[]);
+    let e = start(None, &[]).await;
     let d = As::new(&e, None, None);
     for i in 0..3 {
         d.store_ok(&format!("metric memory {i}"), 0.5).await;
@@ -896,7 +890,7 @@ async fn advance_a_month(d: &As<'_>) -> Value {
 
 #[tokio::test]
 async fn decay_and_forget_follow_the_test_clock() {
-    let e = start(None, &[("STELLAR_ENGINE_TEST_CLOCK", "true")]);
+    let e = start(None, &[("STELLAR_ENGINE_TEST_CLOCK", "true")]).await;
     let d = As::new(&e, None, None);
     let old = d.store_ok("a note nobody recalls", 0.5).await;
     let kept = d.store_ok("a note recalled every month", 1.0).await;
@@ -969,7 +963,7 @@ fn help_and_bad_config() {
 #[tokio::test]
 async fn core_flow_on_postgres() {
     let Some(url) = pg_url_for_test() else { return };
-    let mut e = start(Some(&url), &[]);
+    let mut e = start(Some(&url), &[]).await;
     let alice = As::new(&e, Some("alice"), None);
     let bob = As::new(&e, Some("bob"), None);
     let a = alice

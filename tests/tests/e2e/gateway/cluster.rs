@@ -4,33 +4,37 @@
 //! Redis stopped the gateways fall back to
 //! bounded local buckets and return to Redis when it is back.
 
-mod gateway_support;
-
-use gateway_support::*;
 use std::time::{Duration, Instant};
 use stellar_tests::accounts;
-use stellar_tests::spawn::{free_port, RedisServer, TempDir};
+use stellar_tests::harness::*;
+use stellar_tests::spawn::{free_port, RedisServer};
 
 const TIERS: &str = "[free]\nmax_memories = 30\nmax_agents = 2\nrequests_per_minute = 60\nburst = 10\nmax_api_keys = 2\nprice_usd = 0\nprice_krw = 0\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_gateways_one_postgres_one_redis() {
-    let dir = TempDir::new("gw-cluster");
-    let Some(adb) = account_db(Backend::Postgres, &dir).await else {
-        return;
-    };
     let Some(mut redis) = RedisServer::start(free_port()) else {
         return;
     };
     let redis_url = redis.url();
-    let engine = start_engine(&dir);
     let env = [
         ("STELLAR_GATEWAY_REDIS_URL", redis_url.clone()),
         ("STELLAR_GATEWAY_REDIS_RETRY_MS", "300".to_string()),
     ];
-    let billing = start_billing(&dir, &adb.url, TIERS);
-    let g1 = start_gateway(&dir, &adb.url, &engine.addr, &billing.addr, TIERS, &env);
-    let g2 = start_gateway(&dir, &adb.url, &engine.addr, &billing.addr, TIERS, &env);
+    let Some(s) = Stack::builder(Backend::Postgres, "gw-cluster")
+        .tiers(TIERS)
+        .engine(&[])
+        .billing(&[])
+        .gateway(&env)
+        .start()
+        .await
+    else {
+        return;
+    };
+    let (adb, g1) = (&s.adb, s.gw());
+    let g2 = &s
+        .start_gateway(&s.engine().addr, &s.billing().addr, &env)
+        .await;
     let c = client();
     let acct = accounts::create_account(&adb.db, "free").await;
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -107,7 +111,7 @@ async fn two_gateways_one_postgres_one_redis() {
     assert_eq!(accounts::memories_used(&adb.db, q.user_id).await, 30);
 
     // Revocation at billing (its HTTP API, through gateway 1) reaches both within 1 s.
-    let (first, second, second_id) = register_with_two_keys(&g1).await;
+    let (first, second, second_id) = register_with_two_keys(g1).await;
     for gw in [&g1, &g2] {
         assert_eq!(
             c.get(gw.url("/api/v1/stats"))
@@ -119,7 +123,7 @@ async fn two_gateways_one_postgres_one_redis() {
             200
         );
     }
-    revoke_through_billing(&g1, &second_id, &first).await;
+    revoke_through_billing(g1, &second_id, &first).await;
     let revoked_at = Instant::now();
     let refused = |gw: &Gateway| {
         let (c, url, key) = (c.clone(), gw.url("/api/v1/stats"), second.clone());
@@ -137,7 +141,7 @@ async fn two_gateways_one_postgres_one_redis() {
         })
     };
     // Both polled at once from the moment billing answered: one 1 s bound for the pair.
-    let (t1, t2) = tokio::join!(refused(&g1), refused(&g2));
+    let (t1, t2) = tokio::join!(refused(g1), refused(g2));
     assert!(t1.is_some(), "revoked on {} within 1 s", g1.addr);
     assert!(t2.is_some(), "revoked on {} within 1 s", g2.addr);
     assert!(revoked_at.elapsed() < Duration::from_millis(1500));
@@ -166,7 +170,7 @@ async fn two_gateways_one_postgres_one_redis() {
         admitted >= 1 && f64::from(admitted) <= 10.0 + elapsed + 1.0,
         "fallback admitted {admitted}"
     );
-    let m = metrics_text(&g1).await;
+    let m = metrics_text(g1).await;
     assert_eq!(metric_sum(&m, "gateway_limiter_redis_up", &[]), 0.0);
     assert!(
         metric_sum(
@@ -179,7 +183,7 @@ async fn two_gateways_one_postgres_one_redis() {
 
     // Redis returns on the same port: back to shared buckets.
     let _redis2 = RedisServer::start(redis.port).expect("redis restarts");
-    let g = &g1;
+    let g = g1;
     let back = eventually(Duration::from_secs(10), || async {
         let _ = c
             .get(g.url("/api/v1/stats"))

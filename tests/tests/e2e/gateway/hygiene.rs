@@ -7,12 +7,10 @@
 //!
 //! A [`Capture`] upstream records exactly the bytes that reached it.
 
-mod gateway_support;
-
-use gateway_support::*;
 use std::time::{Duration, Instant};
 use stellar_tests::accounts;
-use stellar_tests::spawn::{free_addr, TempDir};
+use stellar_tests::both_dbs;
+use stellar_tests::harness::*;
 use tokio::io::AsyncWriteExt;
 
 /// Tiers where a free account may store exactly one memory.
@@ -38,9 +36,7 @@ async fn lookalike_store_targets(backend: Backend) {
     let Some(s) = stack(backend, "gw-targets", ONE_MEMORY, &[]).await else {
         return;
     };
-    let Stack {
-        adb, engine, gw, ..
-    } = &s;
+    let (adb, engine, gw) = (&s.adb, s.engine(), s.gw());
     let acct = accounts::create_account(&adb.db, "free").await;
     let addr = addr_of(gw);
     let store = |target: &str| {
@@ -94,13 +90,21 @@ both_dbs!(
 /// the gateway with `Allow`, and never forwarded; the known ones are.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn methods_nobody_serves_never_reach_an_upstream() {
-    let dir = TempDir::new("gw-methods");
-    let Some(adb) = account_db(Backend::Sqlite, &dir).await else {
+    let up = Capture::start().await;
+    let Some(s) = gateway_to(
+        Backend::Sqlite,
+        "gw-methods",
+        ROOMY_TIERS,
+        &up.addr,
+        &up.addr,
+        &[],
+    )
+    .await
+    else {
         return;
     };
-    let up = Capture::start().await;
-    let gw = start_gateway(&dir, &adb.url, &up.addr, &up.addr, ROOMY_TIERS, &[]);
-    let addr = addr_of(&gw);
+    let gw = s.gw();
+    let addr = addr_of(gw);
     for (method, target) in [
         ("CONNECT", "127.0.0.1:22"),
         ("CONNECT", "/"),
@@ -141,13 +145,21 @@ async fn methods_nobody_serves_never_reach_an_upstream() {
 /// missing, doubled or spaced `Host`. Each gets a JSON 400 from the gateway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn smuggling_shapes_never_reach_an_upstream() {
-    let dir = TempDir::new("gw-smuggle");
-    let Some(adb) = account_db(Backend::Sqlite, &dir).await else {
+    let up = Capture::start().await;
+    let Some(s) = gateway_to(
+        Backend::Sqlite,
+        "gw-smuggle",
+        ROOMY_TIERS,
+        &up.addr,
+        &up.addr,
+        &[],
+    )
+    .await
+    else {
         return;
     };
-    let up = Capture::start().await;
-    let gw = start_gateway(&dir, &adb.url, &up.addr, &up.addr, ROOMY_TIERS, &[]);
-    let addr = addr_of(&gw);
+    let gw = s.gw();
+    let addr = addr_of(gw);
     let cases: [&[u8]; 10] = [
         b"POST /auth/register HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: \r\nContent-Length: 5\r\n\r\nhello",
         b"POST /auth/register HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: ,\r\nContent-Length: 5\r\n\r\nhello",
@@ -185,24 +197,25 @@ async fn smuggling_shapes_never_reach_an_upstream() {
 /// chunked body is re-framed (extensions dropped) and only listed, uncontrolled trailers pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trailers_and_lookalikes_carry_nothing_upstream() {
-    let dir = TempDir::new("gw-trailers");
-    let Some(adb) = account_db(Backend::Sqlite, &dir).await else {
-        return;
-    };
     let up = Capture::start().await;
-    let gw = start_gateway(
-        &dir,
-        &adb.url,
-        &up.addr,
-        &up.addr,
+    let Some(s) = gateway_to(
+        Backend::Sqlite,
+        "gw-trailers",
         ROOMY_TIERS,
+        &up.addr,
+        &up.addr,
         &[(
             "STELLAR_GATEWAY_ALLOWED_TRAILERS",
             "x-checksum, x-stellar-user".to_string(),
         )],
-    );
+    )
+    .await
+    else {
+        return;
+    };
+    let (adb, gw) = (&s.adb, s.gw());
     let acct = accounts::create_account(&adb.db, "free").await;
-    let addr = addr_of(&gw);
+    let addr = addr_of(gw);
     let req = format!(
         "POST /api/v1/store HTTP/1.1\r\nHost: gw\r\nX-API-Key: {}\r\nX_Stellar_User: victim\r\n\
          X-Stellar_Agent: other\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
@@ -247,19 +260,16 @@ async fn trailers_and_lookalikes_carry_nothing_upstream() {
 /// the gateway's own billing limit is refused by the gateway; nothing is registered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oversized_billing_bodies_get_a_413() {
-    let dir = TempDir::new("gw-billing-413");
-    let Some(adb) = account_db(Backend::Sqlite, &dir).await else {
+    let Some(s) = Stack::builder(Backend::Sqlite, "gw-billing-413")
+        .tiers(ROOMY_TIERS)
+        .billing(&[])
+        .gateway(&[])
+        .start()
+        .await
+    else {
         return;
     };
-    let billing = start_billing(&dir, &adb.url, ROOMY_TIERS);
-    let gw = start_gateway(
-        &dir,
-        &adb.url,
-        &free_addr(),
-        &billing.addr,
-        ROOMY_TIERS,
-        &[],
-    );
+    let (adb, gw) = (&s.adb, s.gw());
     let http = client();
     for size in [5_000_000usize, 300_000] {
         let body = format!(
@@ -288,8 +298,10 @@ async fn oversized_billing_bodies_get_a_413() {
 /// even when no further request comes to look at the pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_upstream_connections_are_closed_on_time() {
-    let Some((_dir, _adb, gw, echo)) = echo_gateway(
+    let Some((s, echo)) = echo_gateway(
+        Backend::Sqlite,
         "gw-idle-up",
+        ROOMY_TIERS,
         &[(
             "STELLAR_GATEWAY_UPSTREAM_IDLE_TIMEOUT_SECS",
             "1".to_string(),
@@ -299,6 +311,7 @@ async fn idle_upstream_connections_are_closed_on_time() {
     else {
         return;
     };
+    let gw = s.gw();
     let gw_pid = gw.svc.pid().expect("gateway running");
     let resp = client().get(gw.url("/landing")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -349,15 +362,18 @@ fn upstream_connections(pid: u32, port: u16) -> usize {
 /// served a request waits for the (longer) keep-alive timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn silent_new_connections_are_closed_early() {
-    let Some((_dir, _adb, gw, _echo)) = echo_gateway(
+    let Some((s, _echo)) = echo_gateway(
+        Backend::Sqlite,
         "gw-first-byte",
+        ROOMY_TIERS,
         &[("STELLAR_GATEWAY_FIRST_BYTE_TIMEOUT_SECS", "1".to_string())],
     )
     .await
     else {
         return;
     };
-    let addr = addr_of(&gw);
+    let gw = s.gw();
+    let addr = addr_of(gw);
     let started = Instant::now();
     let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let out = read_until(&mut silent, "").await;
@@ -390,15 +406,18 @@ async fn silent_new_connections_are_closed_early() {
 /// closed, and a place given back is usable again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_per_ip_are_capped() {
-    let Some((_dir, _adb, gw, _echo)) = echo_gateway(
+    let Some((s, _echo)) = echo_gateway(
+        Backend::Sqlite,
         "gw-conn-cap",
+        ROOMY_TIERS,
         &[("STELLAR_GATEWAY_MAX_CONNECTIONS_PER_IP", "3".to_string())],
     )
     .await
     else {
         return;
     };
-    let addr = addr_of(&gw);
+    let gw = s.gw();
+    let addr = addr_of(gw);
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -412,7 +431,7 @@ async fn connections_per_ip_are_capped() {
     let out = raw_exchange(&addr, b"GET /landing HTTP/1.1\r\nHost: gw\r\n\r\n", "").await;
     assert_eq!(status_of(&out), 429, "{out}");
     assert!(out.contains("Too many connections"), "{out}");
-    let text = metrics_text(&gw).await;
+    let text = metrics_text(gw).await;
     assert!(metric_sum(&text, "gateway_connections_refused_total", &[]) >= 1.0);
 
     drop(held.pop());

@@ -9,17 +9,15 @@
 //! quota counter agrees with the engine once things are back), and service resumes by itself
 //! when the dependency returns. Timeouts are generous: these run on a loaded 2-core machine.
 
-mod gateway_support;
-
-use gateway_support::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stellar_tests::accounts;
+use stellar_tests::harness::*;
 use stellar_tests::relay::Relay;
-use stellar_tests::spawn::{free_addr, free_port, RedisServer, TempDir};
+use stellar_tests::spawn::{free_addr, free_port, RedisServer};
 use uuid::Uuid;
 
 /// What a client saw over a run.
@@ -256,28 +254,32 @@ const RECONCILE: (&str, &str) = ("STELLAR_GATEWAY_RECONCILE_INTERVAL_SECS", "1")
 /// everything works again and the quota agrees with the engine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn account_db_down_then_back() {
-    let dir = TempDir::new("fault-db");
-    let Some(adb) = account_db(Backend::Postgres, &dir).await else {
+    let Some(s) = Stack::builder(Backend::Postgres, "fault-db")
+        .tiers(ROOMY_TIERS)
+        .engine(&[])
+        .start()
+        .await
+    else {
         return;
     };
+    let (adb, engine) = (&s.adb, s.engine());
     let mut url = reqwest::Url::parse(&adb.url).unwrap();
     let pg = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
     let relay = Relay::start(&pg).await;
     let relay_port: u16 = relay.addr.rsplit(':').next().unwrap().parse().unwrap();
     url.set_host(Some("127.0.0.1")).unwrap();
     url.set_port(Some(relay_port)).unwrap();
-    let engine = start_engine(&dir);
-    let gw = start_gateway(
-        &dir,
-        url.as_str(),
-        &engine.addr,
-        &free_addr(),
-        ROOMY_TIERS,
-        &[
-            ("STELLAR_GATEWAY_DB_TIMEOUT_MS", "800".into()),
-            (RECONCILE.0, RECONCILE.1.into()),
-        ],
-    );
+    let gw = s
+        .start_gateway(
+            &engine.addr,
+            &free_addr(),
+            &[
+                ("STELLAR_DB_URL", url.to_string()),
+                ("STELLAR_GATEWAY_DB_TIMEOUT_MS", "800".into()),
+                (RECONCILE.0, RECONCILE.1.into()),
+            ],
+        )
+        .await;
     let cached = accounts::create_account(&adb.db, "free").await;
     let uncached = accounts::create_account(&adb.db, "free").await;
     let mut acked = Tally::default();
@@ -345,7 +347,7 @@ async fn account_db_down_then_back() {
     })
     .await;
     acked.merge(during);
-    assert_nothing_lost(&engine, &adb.db, cached.user_id, &acked).await;
+    assert_nothing_lost(engine, &adb.db, cached.user_id, &acked).await;
 }
 
 /// The engine is killed under a store load: only 200 and 502 (with a JSON detail); when it is
@@ -367,15 +369,15 @@ async fn engine_down_then_back() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let ctl = Control::default();
     let tasks: Vec<_> = (0..4)
-        .map(|i| load(s.gw.addr.clone(), acct.key.clone(), i < 3, ctl.clone()))
+        .map(|i| load(s.gw().addr.clone(), acct.key.clone(), i < 3, ctl.clone()))
         .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    s.engine.svc.kill9();
+    s.engine_mut().svc.kill9();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (st, v) = store(&s.gw, &acct.key).await;
+    let (st, v) = store(s.gw(), &acct.key).await;
     assert_eq!(st, 502, "store with the engine down: {v}");
     assert!(v["detail"].is_string(), "{v}");
-    tokio::task::block_in_place(|| s.engine.svc.restart()).expect("engine restarts");
+    tokio::task::block_in_place(|| s.engine_mut().svc.restart()).expect("engine restarts");
     ctl.mark.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(2)).await;
     ctl.stop.store(true, Ordering::SeqCst);
@@ -384,30 +386,27 @@ async fn engine_down_then_back() {
     assert_eq!(t.conn_errors, 0, "the gateway always answered: {t:?}");
     assert!(t.statuses.get(&502).copied().unwrap_or(0) > 0, "{t:?}");
     assert!(t.ok_after_mark > 0, "service resumed: {t:?}");
-    assert_nothing_lost(&s.engine, &s.adb.db, acct.user_id, &t).await;
+    assert_nothing_lost(s.engine(), &s.adb.db, acct.user_id, &t).await;
 }
 
 /// Billing is killed: its routes get 502 with a JSON detail, engine routes are untouched; when
 /// billing is back its routes work again and every account registered before is still there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn billing_down_then_back() {
-    let dir = TempDir::new("fault-billing");
-    let Some(adb) = account_db(Backend::Sqlite, &dir).await else {
-        return;
-    };
-    let engine = start_engine(&dir);
-    let mut billing = start_billing(&dir, &adb.url, ROOMY_TIERS);
-    let gw = start_gateway(
-        &dir,
-        &adb.url,
-        &engine.addr,
-        &billing.addr,
-        ROOMY_TIERS,
+    let Some(mut s) = full_stack(
+        Backend::Sqlite,
+        "fault-billing",
         &[
             ("STELLAR_GATEWAY_IP_REQUESTS_PER_MINUTE", "100000".into()),
             ("STELLAR_GATEWAY_IP_BURST", "100000".into()),
         ],
-    );
+    )
+    .await
+    else {
+        return;
+    };
+    // (Fields, not accessors: billing is killed below while the gateway is in use.)
+    let (adb, gw, billing) = (&s.adb, s.gw.as_ref().unwrap(), s.billing.as_mut().unwrap());
     let c = client();
     let register = |email: String| {
         let c = c.clone();
@@ -435,7 +434,7 @@ async fn billing_down_then_back() {
         assert_eq!(s, 502, "usage with billing down: {v}");
         assert!(v["detail"].is_string(), "{v}");
         assert_eq!(
-            get_stats(&gw, &keys[0]).await.0,
+            get_stats(gw, &keys[0]).await.0,
             200,
             "engine routes unaffected"
         );
@@ -482,7 +481,7 @@ async fn redis_down_then_back() {
     let acct = accounts::create_account(&s.adb.db, "free").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let decisions = |backend: &'static str| {
-        let gw = &s.gw;
+        let gw = s.gw();
         async move {
             metric_sum(
                 &metrics_text(gw).await,
@@ -493,7 +492,7 @@ async fn redis_down_then_back() {
     };
     let ctl = Control::default();
     let tasks: Vec<_> = (0..3)
-        .map(|_| load(s.gw.addr.clone(), acct.key.clone(), false, ctl.clone()))
+        .map(|_| load(s.gw().addr.clone(), acct.key.clone(), false, ctl.clone()))
         .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(decisions("redis").await > 0.0, "Redis decides at first");
@@ -524,23 +523,26 @@ async fn redis_down_then_back() {
 /// out may or may not have been stored: the reconciliation settles it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_engine_then_fast() {
-    let dir = TempDir::new("fault-slow");
-    let Some(adb) = account_db(Backend::Sqlite, &dir).await else {
+    let Some(s) = Stack::builder(Backend::Sqlite, "fault-slow")
+        .tiers(ROOMY_TIERS)
+        .engine(&[])
+        .start()
+        .await
+    else {
         return;
     };
-    let engine = start_engine(&dir);
+    let (adb, engine) = (&s.adb, s.engine());
     let relay = Relay::start(&engine.addr).await;
-    let gw = start_gateway(
-        &dir,
-        &adb.url,
-        &relay.addr,
-        &free_addr(),
-        ROOMY_TIERS,
-        &[
-            ("STELLAR_GATEWAY_READ_TIMEOUT_SECS", "1".into()),
-            (RECONCILE.0, RECONCILE.1.into()),
-        ],
-    );
+    let gw = s
+        .start_gateway(
+            &relay.addr,
+            &free_addr(),
+            &[
+                ("STELLAR_GATEWAY_READ_TIMEOUT_SECS", "1".into()),
+                (RECONCILE.0, RECONCILE.1.into()),
+            ],
+        )
+        .await;
     let acct = accounts::create_account(&adb.db, "free").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut acked = Tally::default();
@@ -582,7 +584,7 @@ async fn slow_engine_then_fast() {
     let (s, v) = get_stats(&gw, &acct.key).await;
     assert_eq!(s, 200, "{v}");
     acked.merge(t);
-    assert_nothing_lost(&engine, &adb.db, acct.user_id, &acked).await;
+    assert_nothing_lost(engine, &adb.db, acct.user_id, &acked).await;
 }
 
 /// The gateway restarts (SIGTERM, clean exit, started again on the same ports) under a load of
@@ -606,12 +608,12 @@ async fn gateway_restart_under_load() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let ctl = Control::default();
     let tasks: Vec<_> = (0..6)
-        .map(|i| load(s.gw.addr.clone(), acct.key.clone(), i < 4, ctl.clone()))
+        .map(|i| load(s.gw().addr.clone(), acct.key.clone(), i < 4, ctl.clone()))
         .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let clean = tokio::task::block_in_place(|| s.gw.svc.stop());
+    let clean = tokio::task::block_in_place(|| s.gw_mut().svc.stop());
     assert!(clean, "the gateway exits cleanly on SIGTERM under load");
-    tokio::task::block_in_place(|| s.gw.svc.restart()).expect("gateway restarts");
+    tokio::task::block_in_place(|| s.gw_mut().svc.restart()).expect("gateway restarts");
     ctl.mark.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(2)).await;
     ctl.stop.store(true, Ordering::SeqCst);
@@ -622,5 +624,5 @@ async fn gateway_restart_under_load() {
         "restart under load: {:?}, {} without an answer",
         t.statuses, t.conn_errors
     );
-    assert_nothing_lost(&s.engine, &s.adb.db, acct.user_id, &t).await;
+    assert_nothing_lost(s.engine(), &s.adb.db, acct.user_id, &t).await;
 }

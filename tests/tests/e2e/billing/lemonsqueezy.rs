@@ -5,8 +5,9 @@
 use chrono::{Duration as CDuration, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use std::time::Duration;
-use stellar_tests::fakes::harness::{each_backend, Backend, Opts, Stack, LEMON_SECRET};
+use stellar_tests::both_dbs;
 use stellar_tests::fakes::lemon_signature;
+use stellar_tests::harness::{billing_stack, Backend, Stack, LEMON_SECRET};
 use uuid::Uuid;
 
 fn ts(offset_secs: i64) -> String {
@@ -65,11 +66,13 @@ async fn events(s: &Stack, uid: Uuid) -> i64 {
 }
 
 async fn lemon_flow(backend: Backend) {
-    let opts = Opts {
-        front: true,
-        env: vec![("STELLAR_BILLING_PAST_DUE_GRACE_SECS", "2".into())],
-    };
-    let Some(s) = Stack::start(backend, opts).await else {
+    let Some(s) = billing_stack(
+        backend,
+        true,
+        &[("STELLAR_BILLING_PAST_DUE_GRACE_SECS", "2".into())],
+    )
+    .await
+    else {
         return;
     };
     let (uid, key) = s.register("carol@example.com").await;
@@ -91,6 +94,7 @@ async fn lemon_flow(backend: Backend) {
         "{v}"
     );
     let req = s
+        .billing()
         .lemon
         .requests()
         .into_iter()
@@ -118,7 +122,7 @@ async fn lemon_flow(backend: Backend) {
         .http
         .get(format!(
             "{}/billing/lemonsqueezy/checkout?tier=team&email=carol@example.com",
-            s.url
+            s.billing().url
         ))
         .header("X-API-Key", &key)
         .send()
@@ -388,7 +392,7 @@ async fn lemon_flow(backend: Backend) {
         (st, v["url"].as_str()),
         (200, Some("https://store.example/billing?sig=abc"))
     );
-    *s.lemon.cancel_ends_at.lock().unwrap() = ts(2);
+    *s.billing().lemon.cancel_ends_at.lock().unwrap() = ts(2);
     let (st, v) = s.post("/billing/cancel", "", &[("X-API-Key", &k3)]).await;
     assert_eq!(
         (st, v["subscription_status"].as_str()),
@@ -396,6 +400,7 @@ async fn lemon_flow(backend: Backend) {
         "{v}"
     );
     assert!(s
+        .billing()
         .lemon
         .requests()
         .iter()
@@ -422,7 +427,4 @@ async fn lemon_flow(backend: Backend) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn lemonsqueezy_end_to_end() {
-    each_backend(lemon_flow).await;
-}
+both_dbs!(lemonsqueezy_end_to_end, super::lemon_flow);

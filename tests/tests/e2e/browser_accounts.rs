@@ -15,14 +15,14 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::browser::{ensure_node_modules, tail, CHROMIUM};
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use stellar_tests::harness::browser_stack;
 use stellar_tests::smtp::SmtpCatcher;
-use stellar_tests::spawn::{free_addr, repo_root, Service, TempDir};
-
-const CHROMIUM: &str = "/usr/bin/chromium";
+use stellar_tests::spawn::repo_root;
 
 /// The product's tier table (`config/tiers.toml`), except that the free tier has room for three
 /// keys and three people: the owner creates a second key, invites a member who creates a third.
@@ -70,33 +70,6 @@ async fn mailbox(catcher: Arc<SmtpCatcher>) -> String {
     url
 }
 
-/// The browser driver's dependencies: `npm ci` once, when playwright-core is not installed.
-async fn npm_ci_once(dir: &Path) {
-    if dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        return;
-    }
-    let status = tokio::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .status()
-        .await
-        .expect("npm must be installed (apt-get install -y nodejs npm)");
-    assert!(status.success(), "npm ci in {} failed", dir.display());
-}
-
-fn start(bin: &str, env: Vec<(&str, String)>, health: String) -> Service {
-    tokio::task::block_in_place(|| Service::start(bin, &env, &health))
-        .unwrap_or_else(|e| panic!("{bin} starts: {e}"))
-}
-
-fn last_lines(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn people_sign_up_sign_in_and_invite_in_chromium() {
     assert!(
@@ -104,65 +77,26 @@ async fn people_sign_up_sign_in_and_invite_in_chromium() {
         "{CHROMIUM} is missing: `apt-get install -y chromium` (the browser tests never download one)"
     );
     let dir = repo_root().join("tests").join("browser");
-    npm_ci_once(&dir).await;
+    ensure_node_modules(&dir).await;
 
     let catcher = Arc::new(SmtpCatcher::start().await);
     let mail_url = mailbox(catcher.clone()).await;
 
-    let tmp = TempDir::new("browser-accounts");
-    let tiers_file = tmp.path().join("tiers.toml");
-    std::fs::write(&tiers_file, tiers_toml()).expect("write tiers");
-    let (engine_addr, billing_addr, gateway_addr, gateway_metrics) =
-        (free_addr(), free_addr(), free_addr(), free_addr());
-    let public = format!("http://{gateway_addr}");
-    let with = |extra: &[(&'static str, String)]| {
-        let mut env = vec![
-            ("STELLAR_DATA_DIR", tmp.path().display().to_string()),
-            ("STELLAR_TIERS_FILE", tiers_file.display().to_string()),
-            (
-                "STELLAR_DB_URL",
-                format!("sqlite://{}/accounts.db", tmp.path().display()),
-            ),
-            ("RUST_LOG", "info".to_string()),
-        ];
-        env.extend(extra.iter().cloned());
-        env
-    };
-
-    let engine = start(
-        "stellar-engine",
-        with(&[
-            ("STELLAR_ENGINE_ADDR", engine_addr.clone()),
-            ("STELLAR_ENGINE_METRICS_ADDR", free_addr()),
-        ]),
-        format!("http://{engine_addr}/api/v1/health"),
-    );
-    let billing = start(
-        "stellar-billing",
-        with(&[
-            ("STELLAR_BILLING_ADDR", billing_addr.clone()),
-            ("STELLAR_BILLING_METRICS_ADDR", free_addr()),
-            ("STELLAR_BILLING_PUBLIC_URL", public.clone()),
-            (
-                "STELLAR_BILLING_LANDING_DIR",
-                repo_root().join("landing").display().to_string(),
-            ),
+    // The harness's stack with this test's tiers, and billing with no payment provider (as
+    // before any is set up) mailing its links.
+    let s = browser_stack(
+        &tiers_toml(),
+        false,
+        &[
             ("STELLAR_AUTH_IMMEDIATE_KEY", "false".into()),
             ("STELLAR_MAIL_SMTP_URL", catcher.url()),
             ("STELLAR_MAIL_POLL_INTERVAL_SECS", "0.1".into()),
-        ]),
-        format!("http://{billing_addr}/healthz"),
-    );
-    let gateway = start(
-        "stellar-gateway",
-        with(&[
-            ("STELLAR_GATEWAY_ADDR", gateway_addr.clone()),
-            ("STELLAR_METRICS_ADDR", gateway_metrics.clone()),
-            ("STELLAR_GATEWAY_ENGINE_UPSTREAM", engine_addr.clone()),
-            ("STELLAR_GATEWAY_BILLING_UPSTREAM", billing_addr.clone()),
-        ]),
-        format!("http://{gateway_metrics}/healthz"),
-    );
+        ],
+    )
+    .await;
+    // Billing's public URL: the gateway.
+    let public = s.gw().url("");
+    let (engine, billing, gateway) = (&s.engine().svc, &s.billing().svc, &s.gw().svc);
 
     let artifacts = std::env::var("STELLAR_ARTIFACTS_DIR")
         .map(PathBuf::from)
@@ -184,7 +118,7 @@ async fn people_sign_up_sign_in_and_invite_in_chromium() {
         .unwrap_or_else(|_| {
             panic!(
                 "accounts.mjs did not finish within 240 s\n--- billing log ---\n{}",
-                last_lines(&billing.log(), 60)
+                tail(&billing.log(), 60)
             )
         })
         .expect("node must be installed (apt-get install -y nodejs npm)");
@@ -196,8 +130,8 @@ async fn people_sign_up_sign_in_and_invite_in_chromium() {
         out.status,
         artifacts.display(),
         catcher.messages().len(),
-        last_lines(&billing.log(), 60),
-        last_lines(&gateway.log(), 30),
-        last_lines(&engine.log(), 10),
+        tail(&billing.log(), 60),
+        tail(&gateway.log(), 30),
+        tail(&engine.log(), 10),
     );
 }

@@ -9,18 +9,14 @@
 //! (framing, request targets, invalid UTF-8). Every case runs even when an earlier one failed;
 //! the test then fails listing all failing rows.
 
-mod gateway_support;
-
 use chrono::Utc;
-use gateway_support::*;
 use serde_json::{json, Value};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stellar_tests::accounts;
-use stellar_tests::fakes::harness::{self, Opts, LEMON_SECRET, STRIPE_WHSEC};
 use stellar_tests::fakes::{lemon_signature, stripe_signature};
-use stellar_tests::spawn::TempDir;
+use stellar_tests::harness::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
@@ -539,8 +535,14 @@ fn engine_cases(alice_id: &str) -> Vec<Case> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn engine_refuses_bad_input_and_changes_nothing() {
-    let dir = TempDir::new("sec-engine");
-    let engine = start_engine(&dir);
+    let Some(s) = Stack::builder(Backend::Sqlite, "sec-engine")
+        .engine(&[])
+        .start()
+        .await
+    else {
+        return;
+    };
+    let engine = s.engine();
     let c = client();
     let mut alice_id = String::new();
     for (user, n) in [("", 1), ("alice", 3), ("bob", 2)] {
@@ -569,7 +571,7 @@ async fn engine_refuses_bad_input_and_changes_nothing() {
 
 /// Every table's row count, each account's tier and status, the active keys, and how many
 /// requests each fake provider has received.
-async fn billing_state(s: &harness::Stack) -> String {
+async fn billing_state(s: &Stack) -> String {
     let mut out = String::new();
     for table in [
         "users",
@@ -582,15 +584,16 @@ async fn billing_state(s: &harness::Stack) -> String {
         "change_feed",
         "toss_charges",
     ] {
-        let n = stellar_common::with_db!(&s.db, p => sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {table}"))
+        let n = stellar_common::with_db!(&s.adb.db, p => sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {table}"))
             .fetch_one(p).await)
         .unwrap();
         out.push_str(&format!("{table}={n} "));
     }
-    let users: Vec<(String, String, String)> = stellar_common::with_db!(&s.db, p => sqlx::query_as(
+    let users: Vec<(String, String, String)> =
+        stellar_common::with_db!(&s.adb.db, p => sqlx::query_as(
         "SELECT email, tier, subscription_status FROM users ORDER BY email").fetch_all(p).await)
-    .unwrap();
-    let active: Vec<(String,)> = stellar_common::with_db!(&s.db, p => sqlx::query_as(
+        .unwrap();
+    let active: Vec<(String,)> = stellar_common::with_db!(&s.adb.db, p => sqlx::query_as(
         "SELECT key_hash FROM api_keys WHERE is_active ORDER BY key_hash").fetch_all(p).await)
     .unwrap();
     // Calls that create something at a provider (checkouts, charges, billing keys); look-ups
@@ -600,9 +603,9 @@ async fn billing_state(s: &harness::Stack) -> String {
     out.push_str(&format!(
         "users={users:?} active_keys={} provider writes: lemon={} stripe={} toss={}",
         active.len(),
-        writes(s.lemon.requests()),
-        writes(s.stripe.requests()),
-        writes(s.toss.requests())
+        writes(s.billing().lemon.requests()),
+        writes(s.billing().stripe.requests()),
+        writes(s.billing().toss.requests())
     ));
     out
 }
@@ -939,7 +942,7 @@ fn billing_cases(f: &BillingFixture) -> Vec<Case> {
     let now = Utc::now().timestamp();
     let sub = json!({"id": "evt_sec_1", "object": "event", "type": "customer.subscription.updated", "created": now,
         "data": {"object": {"id": "sub_sec", "object": "subscription", "customer": "cus_sec", "status": "active",
-        "cancel_at_period_end": false, "items": {"object": "list", "data": [{"id": "si_1", "price": {"id": harness::STRIPE_PRICE_TEAM}, "current_period_end": now + 86_400}]},
+        "cancel_at_period_end": false, "items": {"object": "list", "data": [{"id": "si_1", "price": {"id": STRIPE_PRICE_TEAM}, "current_period_end": now + 86_400}]},
         "metadata": {"user_id": f.owner_id.to_string()}}}})
     .to_string();
     let sub_b = sub.as_bytes();
@@ -1102,22 +1105,22 @@ fn billing_cases(f: &BillingFixture) -> Vec<Case> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn billing_refuses_bad_input_and_changes_nothing() {
-    let Some(s) = harness::Stack::start(harness::Backend::Sqlite, Opts::default()).await else {
+    let Some(s) = billing_stack(Backend::Sqlite, false, &[]).await else {
         return;
     };
     let owner_email = "owner@sec.example".to_string();
     let (owner_id, owner_key) = s.register(&owner_email).await;
-    accounts::set_tier(&s.db, owner_id, "pro").await;
+    accounts::set_tier(&s.adb.db, owner_id, "pro").await;
     let (other_id, _) = s.register("other@sec.example").await;
-    let other_key_id: Uuid = stellar_common::with_db!(&s.db, p => sqlx::query_scalar(
+    let other_key_id: Uuid = stellar_common::with_db!(&s.adb.db, p => sqlx::query_scalar(
         "SELECT id FROM api_keys WHERE user_id = $1").bind(other_id).fetch_one(p).await)
     .unwrap();
     let (solo_id, solo_key) = s.register("solo@sec.example").await;
-    let solo_key_id: Uuid = stellar_common::with_db!(&s.db, p => sqlx::query_scalar(
+    let solo_key_id: Uuid = stellar_common::with_db!(&s.adb.db, p => sqlx::query_scalar(
         "SELECT id FROM api_keys WHERE user_id = $1").bind(solo_id).fetch_one(p).await)
     .unwrap();
-    let (revoked_id, revoked_key) = accounts::add_key(&s.db, owner_id).await;
-    accounts::revoke_key(&s.db, revoked_id).await;
+    let (revoked_id, revoked_key) = accounts::add_key(&s.adb.db, owner_id).await;
+    accounts::revoke_key(&s.adb.db, revoked_id).await;
     let f = BillingFixture {
         owner_key,
         owner_email,
@@ -1129,7 +1132,7 @@ async fn billing_refuses_bad_input_and_changes_nothing() {
     };
     let cases = billing_cases(&f);
     assert!(cases.len() >= 80, "{} billing cases", cases.len());
-    let addr = s.url.trim_start_matches("http://").to_string();
+    let addr = s.billing().url.trim_start_matches("http://").to_string();
     let failures = run_cases("billing", &addr, cases, || billing_state(&s)).await;
     report("billing", &failures);
 }
@@ -1138,13 +1141,14 @@ async fn billing_refuses_bad_input_and_changes_nothing() {
 // The gateway, with a capture server as both upstreams.
 
 /// An upstream that records every byte it receives (from every connection, as it arrives) and
-/// answers each complete request `200 {"ok":true}`.
+/// answers each complete request `200 {"ok":true}` (unlike the harness's [`Capture`], which
+/// answers once per connection after it has gone quiet).
 #[derive(Clone, Default)]
-struct Capture {
+struct Recording {
     bytes: Arc<Mutex<Vec<u8>>>,
 }
 
-impl Capture {
+impl Recording {
     fn len(&self) -> usize {
         self.bytes.lock().unwrap().len()
     }
@@ -1153,36 +1157,33 @@ impl Capture {
     }
 }
 
-async fn start_capture() -> (String, Capture) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let cap = Capture::default();
+async fn start_recording() -> (String, Recording) {
+    let cap = Recording::default();
     let log = cap.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                loop {
-                    while let Some(len) = complete_request(&buf) {
-                        buf.drain(..len);
-                        let answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}";
-                        if s.write_all(answer).await.is_err() {
-                            return;
-                        }
-                    }
-                    match s.read(&mut chunk).await {
-                        Ok(n) if n > 0 => {
-                            log.bytes.lock().unwrap().extend_from_slice(&chunk[..n]);
-                            buf.extend_from_slice(&chunk[..n]);
-                        }
-                        _ => return,
+    let addr = serve_raw(move |mut s| {
+        let log = log.clone();
+        async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            loop {
+                while let Some(len) = complete_request(&buf) {
+                    buf.drain(..len);
+                    let answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}";
+                    if s.write_all(answer).await.is_err() {
+                        return;
                     }
                 }
-            });
+                match s.read(&mut chunk).await {
+                    Ok(n) if n > 0 => {
+                        log.bytes.lock().unwrap().extend_from_slice(&chunk[..n]);
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    _ => return,
+                }
+            }
         }
-    });
+    })
+    .await;
     (addr, cap)
 }
 
@@ -1610,28 +1611,31 @@ fn gateway_cases(key: &str, revoked: &str) -> Vec<Case> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gateway_refuses_bad_input_and_forwards_nothing() {
-    let dir = TempDir::new("sec-gateway");
-    let Some(adb) = account_db(Backend::Sqlite, &dir).await else {
+    let Some(s) = Stack::builder(Backend::Sqlite, "sec-gateway")
+        .tiers(ROOMY_TIERS)
+        .start()
+        .await
+    else {
         return;
     };
-    let (up, cap) = start_capture().await;
+    let adb = &s.adb;
+    let (up, cap) = start_recording().await;
     let acct = accounts::create_account(&adb.db, "free").await;
     let gone = accounts::create_account(&adb.db, "free").await;
     accounts::revoke_key(&adb.db, gone.key_id).await;
-    let gw = start_gateway(
-        &dir,
-        &adb.url,
-        &up,
-        &up,
-        ROOMY_TIERS,
-        &[
-            // Refusals count against the client IP's bucket: out of the way here.
-            ("STELLAR_GATEWAY_IP_REQUESTS_PER_MINUTE", "1000000".into()),
-            ("STELLAR_GATEWAY_IP_BURST", "1000000".into()),
-            // No reconciliation requests to the capture upstream during the run.
-            ("STELLAR_GATEWAY_RECONCILE_INTERVAL_SECS", "0".into()),
-        ],
-    );
+    let gw = s
+        .start_gateway(
+            &up,
+            &up,
+            &[
+                // Refusals count against the client IP's bucket: out of the way here.
+                ("STELLAR_GATEWAY_IP_REQUESTS_PER_MINUTE", "1000000".into()),
+                ("STELLAR_GATEWAY_IP_BURST", "1000000".into()),
+                // No reconciliation requests to the capture upstream during the run.
+                ("STELLAR_GATEWAY_RECONCILE_INTERVAL_SECS", "0".into()),
+            ],
+        )
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let addr = gw.addr.clone();
     // The set-up works: a plain request reaches the capture upstream.

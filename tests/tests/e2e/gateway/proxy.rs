@@ -4,31 +4,27 @@
 //! promtool when installed), graceful shutdown finishing an in-flight request, the gateway's
 //! own HTTP/1.1 wire behaviour, and the deadline of a request head.
 
-mod gateway_support;
-
 use futures::StreamExt;
-use gateway_support::*;
 use std::time::{Duration, Instant};
 use stellar_tests::accounts;
-use stellar_tests::spawn::{free_addr, TempDir};
+use stellar_tests::both_dbs;
+use stellar_tests::harness::*;
 
 async fn hygiene_and_bytes(backend: Backend) {
-    let dir = TempDir::new("gw-proxy");
-    let Some(adb) = account_db(backend, &dir).await else {
-        return;
-    };
-    let echo = start_echo().await;
-    let gw = start_gateway(
-        &dir,
-        &adb.url,
-        &echo,
-        &echo,
+    let Some((s, _echo)) = echo_gateway(
+        backend,
+        "gw-proxy",
         ROOMY_TIERS,
         &[(
             "STELLAR_GATEWAY_UPSTREAM_API_KEY",
             "sk-stellar-ffffffffffffffffffffffffffffffff".into(),
         )],
-    );
+    )
+    .await
+    else {
+        return;
+    };
+    let (adb, gw) = (&s.adb, s.gw());
     let c = client();
     let acct = accounts::create_account(&adb.db, "free").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -124,12 +120,11 @@ async fn hygiene_and_bytes(backend: Backend) {
 }
 
 async fn engine_behaviour(backend: Backend) {
-    let dir = TempDir::new("gw-engine");
-    let Some(adb) = account_db(backend, &dir).await else {
+    let Some(mut s) = stack(backend, "gw-engine", ROOMY_TIERS, &[]).await else {
         return;
     };
-    let mut engine = start_engine(&dir);
-    let gw = start_gateway(&dir, &adb.url, &engine.addr, &free_addr(), ROOMY_TIERS, &[]);
+    // (Fields, not accessors: the engine is killed below while the gateway is in use.)
+    let (adb, gw, engine) = (&s.adb, s.gw.as_ref().unwrap(), s.engine.as_mut().unwrap());
     let c = client();
     let alice = accounts::create_account(&adb.db, "free").await;
     let bob = accounts::create_account(&adb.db, "free").await;
@@ -227,7 +222,7 @@ async fn engine_behaviour(backend: Backend) {
     assert_eq!(r.status(), 422);
 
     // Metrics: valid exposition format.
-    let text = metrics_text(&gw).await;
+    let text = metrics_text(gw).await;
     assert!(
         text.contains("gateway_requests_total{route=\"store\",status=\"200\",tier=\"free\"}"),
         "{text}"
@@ -311,22 +306,22 @@ fn which(bin: &str) -> Result<std::path::PathBuf, ()> {
 /// 504 on an upstream that is too slow; graceful shutdown lets an in-flight request finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn timeout_and_graceful_shutdown() {
-    let dir = TempDir::new("gw-shutdown");
-    let Some(adb) = account_db(Backend::Sqlite, &dir).await else {
-        return;
-    };
-    let echo = start_echo().await;
-    let mut gw = start_gateway(
-        &dir,
-        &adb.url,
-        &echo,
-        &echo,
+    let Some((mut s, _echo)) = echo_gateway(
+        Backend::Sqlite,
+        "gw-shutdown",
         ROOMY_TIERS,
         &[
             ("STELLAR_GATEWAY_READ_TIMEOUT_SECS", "1".into()),
             ("STELLAR_GATEWAY_GRACE_PERIOD_SECS", "3".into()),
         ],
-    );
+    )
+    .await
+    else {
+        return;
+    };
+    // Taken out of the stack: it is stopped on a blocking thread below.
+    let mut gw = s.gw.take().unwrap();
+    let adb = &s.adb;
     let c = client();
     let acct = accounts::create_account(&adb.db, "free").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -382,47 +377,44 @@ both_dbs!(engine_tenancy_sse_metrics_502, super::engine_behaviour);
 /// idle connection (as a server with a short keep-alive timeout does). Counts connections.
 async fn start_closing_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = conns.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                // One request (head, then a Content-Length body if any).
-                loop {
-                    let Ok(n) = s.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len = text
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + len {
-                            break;
-                        }
+    let addr = serve_raw(move |mut s| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // One request (head, then a Content-Length body if any).
+            loop {
+                let Ok(n) = s.read(&mut chunk).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break;
                     }
                 }
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok",
-                    )
-                    .await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                // dropped: the idle keep-alive connection is closed
-            });
+            }
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok",
+                )
+                .await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // dropped: the idle keep-alive connection is closed
         }
-    });
+    })
+    .await;
     (addr, conns)
 }
 
@@ -432,13 +424,21 @@ async fn start_closing_upstream() -> (String, std::sync::Arc<std::sync::atomic::
 /// connection that the upstream closed while idle is never used for the next request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wire_edges_and_stale_upstream_connections() {
-    let dir = TempDir::new("gw-wire");
-    let Some(adb) = account_db(Backend::Sqlite, &dir).await else {
-        return;
-    };
     let echo = start_echo().await;
     let (closing, conns) = start_closing_upstream().await;
-    let gw = start_gateway(&dir, &adb.url, &closing, &echo, ROOMY_TIERS, &[]);
+    let Some(s) = gateway_to(
+        Backend::Sqlite,
+        "gw-wire",
+        ROOMY_TIERS,
+        &closing,
+        &echo,
+        &[],
+    )
+    .await
+    else {
+        return;
+    };
+    let (adb, gw) = (&s.adb, s.gw());
     let acct = accounts::create_account(&adb.db, "free").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let addr = gw.url("").trim_start_matches("http://").to_string();
@@ -523,69 +523,66 @@ async fn wire_edges_and_stale_upstream_connections() {
 /// delimited by closing the connection, anything else with `ok` and a Content-Length.
 async fn start_scripted_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    // One complete request at the front of `buf`?
-                    let complete = {
-                        let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
-                        text.find("\r\n\r\n").and_then(|end| {
-                            let head = &text[..end];
-                            if head.contains("transfer-encoding: chunked") {
-                                text[end + 4..]
-                                    .find("0\r\n\r\n")
-                                    .map(|i| end + 4 + i + 5)
-                                    .or_else(|| {
-                                        text[end + 4..].find("\r\n0\r\n").and_then(|i| {
-                                            text[end + 4 + i + 5..]
-                                                .find("\r\n\r\n")
-                                                .map(|j| end + 4 + i + 5 + j + 4)
-                                        })
+    let addr = serve_raw(move |mut s| {
+        let log = log.clone();
+        async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                // One complete request at the front of `buf`?
+                let complete = {
+                    let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                    text.find("\r\n\r\n").and_then(|end| {
+                        let head = &text[..end];
+                        if head.contains("transfer-encoding: chunked") {
+                            text[end + 4..]
+                                .find("0\r\n\r\n")
+                                .map(|i| end + 4 + i + 5)
+                                .or_else(|| {
+                                    text[end + 4..].find("\r\n0\r\n").and_then(|i| {
+                                        text[end + 4 + i + 5..]
+                                            .find("\r\n\r\n")
+                                            .map(|j| end + 4 + i + 5 + j + 4)
                                     })
-                            } else {
-                                let len = head
-                                    .lines()
-                                    .find_map(|l| l.strip_prefix("content-length:"))
-                                    .and_then(|v| v.trim().parse::<usize>().ok())
-                                    .unwrap_or(0);
-                                (buf.len() >= end + 4 + len).then_some(end + 4 + len)
-                            }
-                        })
-                    };
-                    let Some(len) = complete else {
-                        match s.read(&mut chunk).await {
-                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                            _ => return,
+                                })
+                        } else {
+                            let len = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            (buf.len() >= end + 4 + len).then_some(end + 4 + len)
                         }
-                        continue;
-                    };
-                    let request: Vec<u8> = buf.drain(..len).collect();
-                    let path = String::from_utf8_lossy(&request)
-                        .split(' ')
-                        .nth(1)
-                        .unwrap_or("")
-                        .to_string();
-                    log.lock().unwrap().push(request);
-                    let answer: &[u8] = match path.as_str() {
-                        "/chunked" => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
-                        "/close" => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-close",
-                        _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-                    };
-                    if s.write_all(answer).await.is_err() || path == "/close" {
-                        return;
+                    })
+                };
+                let Some(len) = complete else {
+                    match s.read(&mut chunk).await {
+                        Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
                     }
+                    continue;
+                };
+                let request: Vec<u8> = buf.drain(..len).collect();
+                let path = String::from_utf8_lossy(&request)
+                    .split(' ')
+                    .nth(1)
+                    .unwrap_or("")
+                    .to_string();
+                log.lock().unwrap().push(request);
+                let answer: &[u8] = match path.as_str() {
+                    "/chunked" => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+                    "/close" => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-close",
+                    _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                };
+                if s.write_all(answer).await.is_err() || path == "/close" {
+                    return;
                 }
-            });
+            }
         }
-    });
+    })
+    .await;
     (addr, seen)
 }
 
@@ -598,12 +595,11 @@ const CHUNKED_BODY: &str = "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http1_framing_end_to_end() {
     use tokio::io::AsyncWriteExt;
-    let dir = TempDir::new("gw-h1");
-    let Some(adb) = account_db(Backend::Sqlite, &dir).await else {
+    let (up, seen) = start_scripted_upstream().await;
+    let Some(s) = gateway_to(Backend::Sqlite, "gw-h1", ROOMY_TIERS, &up, &up, &[]).await else {
         return;
     };
-    let (up, seen) = start_scripted_upstream().await;
-    let gw = start_gateway(&dir, &adb.url, &up, &up, ROOMY_TIERS, &[]);
+    let gw = s.gw();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let addr = gw.url("").trim_start_matches("http://").to_string();
     let count = |s: &str, pat: &str| s.matches(pat).count();
@@ -756,7 +752,7 @@ async fn request_head_deadline() {
     else {
         return;
     };
-    let Stack { gw, .. } = &s;
+    let gw = s.gw();
     let addr = gw.url("").trim_start_matches("http://").to_string();
     const HEALTH: &[u8] = b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n";
 
@@ -859,9 +855,7 @@ async fn request_body_deadline() {
     else {
         return;
     };
-    let Stack {
-        adb, engine, gw, ..
-    } = &s;
+    let (adb, engine, gw) = (&s.adb, s.engine(), s.gw());
     let acct = accounts::create_account(&adb.db, "free").await;
     let addr = gw.url("").trim_start_matches("http://").to_string();
     let body = br#"{"content":"a memory sent slowly"}"#;

@@ -7,10 +7,11 @@
 use chrono::Utc;
 use serde_json::{json, Value};
 use std::time::Duration;
-use stellar_tests::fakes::harness::{
-    each_backend, Backend, Opts, Stack, STRIPE_PRICE_PRO, STRIPE_PRICE_TEAM, STRIPE_WHSEC,
-};
+use stellar_tests::both_dbs;
 use stellar_tests::fakes::stripe_signature;
+use stellar_tests::harness::{
+    billing_stack, Backend, Stack, STRIPE_PRICE_PRO, STRIPE_PRICE_TEAM, STRIPE_WHSEC,
+};
 use uuid::Uuid;
 
 fn event(id: &str, ty: &str, created: i64, object: Value) -> String {
@@ -39,11 +40,13 @@ async fn deliver(s: &Stack, body: &str, header: Option<String>) -> (u16, Value) 
 }
 
 async fn stripe_flow(backend: Backend) {
-    let opts = Opts {
-        front: true,
-        env: vec![("STELLAR_BILLING_PAST_DUE_GRACE_SECS", "2".into())],
-    };
-    let Some(s) = Stack::start(backend, opts).await else {
+    let Some(s) = billing_stack(
+        backend,
+        true,
+        &[("STELLAR_BILLING_PAST_DUE_GRACE_SECS", "2".into())],
+    )
+    .await
+    else {
         return;
     };
     let (uid, key) = s.register("grace@example.com").await;
@@ -63,6 +66,7 @@ async fn stripe_flow(backend: Backend) {
         .unwrap()
         .starts_with("https://checkout.stripe.com/c/pay/cs_test_"));
     let req = s
+        .billing()
         .stripe
         .requests()
         .into_iter()
@@ -91,7 +95,7 @@ async fn stripe_flow(backend: Backend) {
         .http
         .get(format!(
             "{}/billing/stripe/checkout?tier=team&email=grace@example.com",
-            s.url
+            s.billing().url
         ))
         .header("X-API-Key", &key)
         .send()
@@ -263,13 +267,14 @@ async fn stripe_flow(backend: Backend) {
         (200, Some("https://billing.stripe.com/p/session/test_1"))
     );
     let portal = s
+        .billing()
         .stripe
         .requests()
         .into_iter()
         .find(|r| r.path == "/v1/billing_portal/sessions")
         .unwrap();
     assert_eq!(portal.form()["customer"], "cus_1");
-    s.stripe.price.lock().unwrap().0 = STRIPE_PRICE_TEAM.into();
+    s.billing().stripe.price.lock().unwrap().0 = STRIPE_PRICE_TEAM.into();
     let (st, v) = s
         .post(
             "/billing/cancel",
@@ -283,6 +288,7 @@ async fn stripe_flow(backend: Backend) {
         "{v}"
     );
     let cancel = s
+        .billing()
         .stripe
         .requests()
         .into_iter()
@@ -325,7 +331,4 @@ async fn stripe_flow(backend: Backend) {
     assert_eq!(deliver(&s, &stranger, None).await.0, 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn stripe_end_to_end() {
-    each_backend(stripe_flow).await;
-}
+both_dbs!(stripe_end_to_end, super::stripe_flow);

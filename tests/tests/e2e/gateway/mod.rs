@@ -1,0 +1,11 @@
+//! The gateway in front of the real engine (and billing, or small upstreams that show what it
+//! forwarded), on SQLite and PostgreSQL: proxying, auth, rate limits, quota, two gateways on one
+//! cluster, and what it refuses to pass on.
+
+mod auth;
+mod cluster;
+mod hygiene;
+mod limits;
+mod proxy;
+mod quota;
+mod scoped_keys;
