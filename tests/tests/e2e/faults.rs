@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stellar_tests::accounts;
+use stellar_tests::accounts::{self, TestAccount};
 use stellar_tests::harness::*;
 use stellar_tests::relay::Relay;
 use stellar_tests::spawn::{free_addr, free_port, RedisServer};
@@ -152,12 +152,54 @@ fn load(
     })
 }
 
-async fn collect(tasks: Vec<tokio::task::JoinHandle<Tally>>) -> Tally {
-    let mut all = Tally::default();
-    for t in tasks {
-        all.merge(t.await.unwrap());
+impl Control {
+    /// `clients` load clients through `gw` with `key`; the first `storing` of them store, the
+    /// others read.
+    fn load(&self, gw: &Gateway, key: &str, clients: usize, storing: usize) -> Vec<Load> {
+        (0..clients)
+            .map(|i| load(gw.addr.clone(), key.to_string(), i < storing, self.clone()))
+            .collect()
     }
-    all
+
+    /// Stop the load and add up what its clients saw.
+    async fn halt(&self, tasks: Vec<Load>) -> Tally {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut all = Tally::default();
+        for t in tasks {
+            all.merge(t.await.unwrap());
+        }
+        all
+    }
+
+    /// Set the mark, let the load run `secs` more, then [`Control::halt`] it.
+    async fn mark_then_halt(&self, secs: u64, tasks: Vec<Load>) -> Tally {
+        self.mark.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        self.halt(tasks).await
+    }
+}
+
+/// A running load client.
+type Load = tokio::task::JoinHandle<Tally>;
+
+/// The usual fault stack: SQLite, the engine and a gateway (with `env`), and a free account
+/// whose key the change feed has had time to deliver.
+async fn loaded_stack(tag: &str, env: &[(&str, String)]) -> Option<(Stack, TestAccount)> {
+    let s = stack(Backend::Sqlite, tag, ROOMY_TIERS, env).await?;
+    let acct = accounts::create_account(&s.adb.db, "free").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Some((s, acct))
+}
+
+/// `n` stores through `gw` with `key`, each answered 200: what a client saw.
+async fn acked_stores(gw: &Gateway, key: &str, n: usize) -> Tally {
+    let mut acked = Tally::default();
+    for _ in 0..n {
+        let (s, v) = store(gw, key).await;
+        assert_eq!(s, 200, "{v}");
+        acked.stored.push(v["id"].as_str().unwrap().to_string());
+    }
+    acked
 }
 
 /// The ids of `user`'s memories, asked from the engine directly.
@@ -282,12 +324,7 @@ async fn account_db_down_then_back() {
         .await;
     let cached = accounts::create_account(&adb.db, "free").await;
     let uncached = accounts::create_account(&adb.db, "free").await;
-    let mut acked = Tally::default();
-    for _ in 0..5 {
-        let (s, v) = store(&gw, &cached.key).await;
-        assert_eq!(s, 200, "{v}");
-        acked.stored.push(v["id"].as_str().unwrap().to_string());
-    }
+    let mut acked = acked_stores(&gw, &cached.key, 5).await;
     assert_eq!(get_stats(&gw, &cached.key).await.0, 200);
 
     relay.sever();
@@ -309,14 +346,10 @@ async fn account_db_down_then_back() {
     assert!(v["detail"].is_string(), "{v}");
     // A burst during the outage: only 200 (cached reads) and 503.
     let ctl = Control::default();
-    let tasks = vec![
-        load(gw.addr.clone(), cached.key.clone(), true, ctl.clone()),
-        load(gw.addr.clone(), cached.key.clone(), false, ctl.clone()),
-        load(gw.addr.clone(), uncached.key.clone(), false, ctl.clone()),
-    ];
+    let mut tasks = ctl.load(&gw, &cached.key, 2, 1);
+    tasks.extend(ctl.load(&gw, &uncached.key, 1, 0));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    ctl.stop.store(true, Ordering::SeqCst);
-    let during = collect(tasks).await;
+    let during = ctl.halt(tasks).await;
     during.assert_only(&[200, 503], "account DB down");
     assert_eq!(during.conn_errors, 0, "{during:?}");
     assert!(
@@ -355,22 +388,13 @@ async fn account_db_down_then_back() {
 /// agrees with the engine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn engine_down_then_back() {
-    let Some(mut s) = stack(
-        Backend::Sqlite,
-        "fault-engine",
-        ROOMY_TIERS,
-        &[(RECONCILE.0, RECONCILE.1.into())],
-    )
-    .await
+    let Some((mut s, acct)) =
+        loaded_stack("fault-engine", &[(RECONCILE.0, RECONCILE.1.into())]).await
     else {
         return;
     };
-    let acct = accounts::create_account(&s.adb.db, "free").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let ctl = Control::default();
-    let tasks: Vec<_> = (0..4)
-        .map(|i| load(s.gw().addr.clone(), acct.key.clone(), i < 3, ctl.clone()))
-        .collect();
+    let tasks = ctl.load(s.gw(), &acct.key, 4, 3);
     tokio::time::sleep(Duration::from_secs(1)).await;
     s.engine_mut().svc.kill9();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -378,10 +402,7 @@ async fn engine_down_then_back() {
     assert_eq!(st, 502, "store with the engine down: {v}");
     assert!(v["detail"].is_string(), "{v}");
     tokio::task::block_in_place(|| s.engine_mut().svc.restart()).expect("engine restarts");
-    ctl.mark.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    ctl.stop.store(true, Ordering::SeqCst);
-    let t = collect(tasks).await;
+    let t = ctl.mark_then_halt(2, tasks).await;
     t.assert_only(&[200, 502], "engine down");
     assert_eq!(t.conn_errors, 0, "the gateway always answered: {t:?}");
     assert!(t.statuses.get(&502).copied().unwrap_or(0) > 0, "{t:?}");
@@ -465,10 +486,8 @@ async fn redis_down_then_back() {
     let Some(mut redis) = RedisServer::start(port) else {
         return;
     };
-    let Some(s) = stack(
-        Backend::Sqlite,
+    let Some((s, acct)) = loaded_stack(
         "fault-redis",
-        ROOMY_TIERS,
         &[
             ("STELLAR_GATEWAY_REDIS_URL", redis.url()),
             ("STELLAR_GATEWAY_REDIS_RETRY_MS", "300".into()),
@@ -478,8 +497,6 @@ async fn redis_down_then_back() {
     else {
         return;
     };
-    let acct = accounts::create_account(&s.adb.db, "free").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let decisions = |backend: &'static str| {
         let gw = s.gw();
         async move {
@@ -491,9 +508,7 @@ async fn redis_down_then_back() {
         }
     };
     let ctl = Control::default();
-    let tasks: Vec<_> = (0..3)
-        .map(|_| load(s.gw().addr.clone(), acct.key.clone(), false, ctl.clone()))
-        .collect();
+    let tasks = ctl.load(s.gw(), &acct.key, 3, 0);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(decisions("redis").await > 0.0, "Redis decides at first");
     redis.stop();
@@ -509,8 +524,7 @@ async fn redis_down_then_back() {
         decisions("redis").await > redis_back
     })
     .await;
-    ctl.stop.store(true, Ordering::SeqCst);
-    let t = collect(tasks).await;
+    let t = ctl.halt(tasks).await;
     redis.stop();
     assert!(back.is_some(), "the gateway went back to Redis");
     t.assert_only(&[200], "Redis down");
@@ -545,12 +559,7 @@ async fn slow_engine_then_fast() {
         .await;
     let acct = accounts::create_account(&adb.db, "free").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut acked = Tally::default();
-    for _ in 0..3 {
-        let (s, v) = store(&gw, &acct.key).await;
-        assert_eq!(s, 200, "{v}");
-        acked.stored.push(v["id"].as_str().unwrap().to_string());
-    }
+    let mut acked = acked_stores(&gw, &acct.key, 3).await;
 
     relay.set_delay(Duration::from_secs(3));
     for what in ["store", "stats"] {
@@ -569,15 +578,10 @@ async fn slow_engine_then_fast() {
         );
     }
     let ctl = Control::default();
-    let tasks: Vec<_> = (0..3)
-        .map(|i| load(gw.addr.clone(), acct.key.clone(), i < 2, ctl.clone()))
-        .collect();
+    let tasks = ctl.load(&gw, &acct.key, 3, 2);
     tokio::time::sleep(Duration::from_secs(2)).await;
     relay.set_delay(Duration::ZERO);
-    ctl.mark.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    ctl.stop.store(true, Ordering::SeqCst);
-    let t = collect(tasks).await;
+    let t = ctl.mark_then_halt(3, tasks).await;
     t.assert_only(&[200, 504], "slow engine");
     assert_eq!(t.conn_errors, 0, "{t:?}");
     assert!(t.ok_after_mark > 0, "fast again: {t:?}");
@@ -594,30 +598,18 @@ async fn slow_engine_then_fast() {
 /// the quota agrees with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gateway_restart_under_load() {
-    let Some(mut s) = stack(
-        Backend::Sqlite,
-        "fault-restart",
-        ROOMY_TIERS,
-        &[(RECONCILE.0, RECONCILE.1.into())],
-    )
-    .await
+    let Some((mut s, acct)) =
+        loaded_stack("fault-restart", &[(RECONCILE.0, RECONCILE.1.into())]).await
     else {
         return;
     };
-    let acct = accounts::create_account(&s.adb.db, "free").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let ctl = Control::default();
-    let tasks: Vec<_> = (0..6)
-        .map(|i| load(s.gw().addr.clone(), acct.key.clone(), i < 4, ctl.clone()))
-        .collect();
+    let tasks = ctl.load(s.gw(), &acct.key, 6, 4);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let clean = tokio::task::block_in_place(|| s.gw_mut().svc.stop());
     assert!(clean, "the gateway exits cleanly on SIGTERM under load");
     tokio::task::block_in_place(|| s.gw_mut().svc.restart()).expect("gateway restarts");
-    ctl.mark.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    ctl.stop.store(true, Ordering::SeqCst);
-    let t = collect(tasks).await;
+    let t = ctl.mark_then_halt(2, tasks).await;
     t.assert_only(&[200], "gateway restart");
     assert!(t.ok_after_mark > 0, "served after the restart: {t:?}");
     eprintln!(

@@ -205,27 +205,20 @@ fn judge(a: &Answer, want: &[u16]) -> Result<(), String> {
     Ok(())
 }
 
-/// Run `cases` against `addr`, with `state` read before and after each; returns the failures.
-async fn run_cases<F, Fut>(service: &str, addr: &str, cases: Vec<Case>, state: F) -> Vec<String>
+/// Run every case through `check` (which returns the case's problems: none when it passed),
+/// also after a failure; print the tally, then fail listing every failing case.
+async fn run_and_report<F, Fut>(service: &str, cases: Vec<Case>, mut check: F)
 where
-    F: Fn() -> Fut,
-    Fut: Future<Output = String>,
+    F: FnMut(Case) -> Fut,
+    Fut: Future<Output = Vec<String>>,
 {
     let mut failures = Vec::new();
     let total = cases.len();
     for c in cases {
-        let Expect::Refused(want) = c.expect else {
-            unreachable!("direct services only have refusals")
-        };
-        let before = state().await;
-        let outcome = exchange(addr, c.req).await.and_then(|a| judge(&a, want));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let after = state().await;
-        let changed = (before != after)
-            .then(|| format!("state changed:\n  before {before}\n  after  {after}"));
-        let problems: Vec<String> = outcome.err().into_iter().chain(changed).collect();
+        let name = c.name.clone();
+        let problems = check(c).await;
         if !problems.is_empty() {
-            failures.push(format!("[{service}] {}: {}", c.name, problems.join("; ")));
+            failures.push(format!("[{service}] {name}: {}", problems.join("; ")));
         }
     }
     eprintln!(
@@ -236,16 +229,35 @@ where
             .map(|f| format!("\n  {f}"))
             .collect::<String>()
     );
-    failures
-}
-
-fn report(service: &str, failures: &[String]) {
     assert!(
         failures.is_empty(),
         "{} {service} case(s) failed:\n{}",
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Run `cases` against `addr` (a service asked directly: every case is a refusal), with `state`
+/// read before and after each, and report.
+async fn run_cases<F, Fut>(service: &str, addr: &str, cases: Vec<Case>, state: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = String>,
+{
+    let state = &state;
+    run_and_report(service, cases, |c| async move {
+        let Expect::Refused(want) = c.expect else {
+            unreachable!("direct services only have refusals")
+        };
+        let before = state().await;
+        let outcome = exchange(addr, c.req).await.and_then(|a| judge(&a, want));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let after = state().await;
+        let changed = (before != after)
+            .then(|| format!("state changed:\n  before {before}\n  after  {after}"));
+        outcome.err().into_iter().chain(changed).collect()
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -562,8 +574,7 @@ async fn engine_refuses_bad_input_and_changes_nothing() {
     let cases = engine_cases(&alice_id);
     assert!(cases.len() >= 80, "{} engine cases", cases.len());
     let addr = engine.addr.clone();
-    let failures = run_cases("engine", &addr, cases, || engine_state(&addr)).await;
-    report("engine", &failures);
+    run_cases("engine", &addr, cases, || engine_state(&addr)).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1133,8 +1144,7 @@ async fn billing_refuses_bad_input_and_changes_nothing() {
     let cases = billing_cases(&f);
     assert!(cases.len() >= 80, "{} billing cases", cases.len());
     let addr = s.billing().url.trim_start_matches("http://").to_string();
-    let failures = run_cases("billing", &addr, cases, || billing_state(&s)).await;
-    report("billing", &failures);
+    run_cases("billing", &addr, cases, || billing_state(&s)).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1655,11 +1665,11 @@ async fn gateway_refuses_bad_input_and_forwards_nothing() {
     let cases = gateway_cases(&acct.key, &gone.key);
     let total = cases.len();
     assert!(total >= 120, "{total} gateway cases");
-    let mut failures = Vec::new();
-    for c in cases {
+    let (cap, adb, acct, addr) = (&cap, adb, &acct, &addr);
+    run_and_report("gateway", cases, |c| async move {
         let from = cap.len();
         let used = accounts::memories_used(&adb.db, acct.user_id).await;
-        let answer = exchange(&addr, c.req).await;
+        let answer = exchange(addr, c.req).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         let seen = cap.since(from);
         let seen_lower = String::from_utf8_lossy(&seen).to_ascii_lowercase();
@@ -1701,17 +1711,7 @@ async fn gateway_refuses_bad_input_and_forwards_nothing() {
         if used_after != used {
             problems.push(format!("quota counter {used} -> {used_after}"));
         }
-        if !problems.is_empty() {
-            failures.push(format!("[gateway] {}: {}", c.name, problems.join("; ")));
-        }
-    }
-    eprintln!(
-        "gateway: {total} cases, {} failed{}",
-        failures.len(),
-        failures
-            .iter()
-            .map(|f| format!("\n  {f}"))
-            .collect::<String>()
-    );
-    report("gateway", &failures);
+        problems
+    })
+    .await;
 }
