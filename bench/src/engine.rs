@@ -149,16 +149,7 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        stellar_tests::spawn::signal(self.child.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stellar_tests::spawn::terminate(&mut self.child, Duration::from_secs(20));
     }
 }
 

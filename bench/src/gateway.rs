@@ -261,16 +261,7 @@ impl Drop for Proc {
     fn drop(&mut self) {
         // SIGTERM to nginx's master stops its workers too (SIGKILL would orphan them, still
         // listening and holding the port).
-        stellar_tests::spawn::signal(self.child.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stellar_tests::spawn::terminate(&mut self.child, Duration::from_secs(5));
     }
 }
 
@@ -427,6 +418,66 @@ fn gateway_env(
     env
 }
 
+/// What the gateway benchmark and the soak run against, in `dir`: the release engine, a SQLite
+/// account DB with one free account, and the benchmark's tier table.
+pub(crate) struct Backdrop {
+    pub(crate) engine: Service,
+    pub(crate) engine_addr: String,
+    pub(crate) db_url: String,
+    pub(crate) db: stellar_common::Db,
+    pub(crate) acct: accounts::TestAccount,
+    pub(crate) tiers: PathBuf,
+}
+
+impl Backdrop {
+    pub(crate) async fn start(dir: &TempDir) -> anyhow::Result<Backdrop> {
+        let engine_addr = free_addr();
+        let engine = Service::start(
+            "stellar-engine",
+            &[
+                ("STELLAR_ENGINE_ADDR", engine_addr.clone()),
+                ("STELLAR_ENGINE_METRICS_ADDR", free_addr()),
+                (
+                    "STELLAR_DATA_DIR",
+                    dir.path().join("engine").display().to_string(),
+                ),
+                ("RUST_LOG", "warn".to_string()),
+            ],
+            &format!("http://{engine_addr}/api/v1/health"),
+        )?;
+        let db_url = format!("sqlite://{}/accounts.db", dir.path().display());
+        let db = accounts::open(&db_url).await;
+        let acct = accounts::create_account(&db, "free").await;
+        let tiers = dir.path().join("tiers.toml");
+        std::fs::write(&tiers, TIERS)?;
+        Ok(Backdrop {
+            engine,
+            engine_addr,
+            db_url,
+            db,
+            acct,
+            tiers,
+        })
+    }
+}
+
+/// 50 memories ("{what} memory number N") in `user`'s space, stored at the engine directly.
+pub(crate) async fn seed_memories(
+    engine: &str,
+    user: impl std::fmt::Display,
+    what: &str,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    for i in 0..50 {
+        http.post(format!("http://{engine}/api/v1/store"))
+            .header("X-Stellar-User", user.to_string())
+            .json(&serde_json::json!({"content": format!("{what} memory number {i}")}))
+            .send()
+            .await?;
+    }
+    Ok(())
+}
+
 pub(crate) fn start_gateway(
     engine: &str,
     db_url: &str,
@@ -542,52 +593,29 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
     let conns = opts.connections;
 
     // The upstream: the release engine with a few memories in the tenant.
-    let engine_addr = free_addr();
-    let engine = Service::start(
-        "stellar-engine",
-        &[
-            ("STELLAR_ENGINE_ADDR", engine_addr.clone()),
-            ("STELLAR_ENGINE_METRICS_ADDR", free_addr()),
-            (
-                "STELLAR_DATA_DIR",
-                dir.path().join("engine").display().to_string(),
-            ),
-            ("RUST_LOG", "warn".to_string()),
-        ],
-        &format!("http://{engine_addr}/api/v1/health"),
-    )?;
-    let db_url = format!("sqlite://{}/accounts.db", dir.path().display());
-    let db = accounts::open(&db_url).await;
-    let acct = accounts::create_account(&db, "free").await;
-    let tiers = dir.path().join("tiers.toml");
-    std::fs::write(&tiers, TIERS)?;
+    let up = Backdrop::start(&dir).await?;
+    let (engine_addr, db_url, db, acct, tiers) =
+        (&up.engine_addr, &up.db_url, &up.db, &up.acct, &up.tiers);
     let path = "/api/v1/stats";
     if opts.only_rss {
-        let md = measure_rss(&opts, &engine_addr, &db, &db_url, &tiers, path).await?;
-        drop(engine);
+        let md = measure_rss(&opts, engine_addr, db, db_url, tiers, path).await?;
+        drop(up);
         return Ok(md);
     }
-    let http = reqwest::Client::new();
-    for i in 0..50 {
-        http.post(format!("http://{engine_addr}/api/v1/store"))
-            .header("X-Stellar-User", acct.user_id.to_string())
-            .json(&serde_json::json!({"content": format!("benchmark memory number {i}")}))
-            .send()
-            .await?;
-    }
+    seed_memories(engine_addr, acct.user_id, "benchmark").await?;
     let user_hdr = vec![("X-Stellar-User", acct.user_id.to_string())];
     let key_hdr = vec![("X-API-Key", acct.key.clone())];
 
-    let (gw, gw_addr) = start_gateway(&engine_addr, &db_url, &tiers, None, opts.workers)?;
+    let (gw, gw_addr) = start_gateway(engine_addr, db_url, tiers, None, opts.workers)?;
     let nginx_addr = free_addr();
     let nginx = start_nginx(
         &dir.path().join("nginx"),
         &nginx_addr,
-        &engine_addr,
+        engine_addr,
         opts.workers,
     )?;
     let relay_addr = free_addr();
-    let relay = start_relay(&relay_addr, &engine_addr, opts.workers)?;
+    let relay = start_relay(&relay_addr, engine_addr, opts.workers)?;
 
     // Warm-up, then the three ways and the relay.
     for (url, h) in [
@@ -638,7 +666,7 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
     let mut paced_rows = Vec::new();
     for _ in 0..opts.rounds.max(1) {
         for (i, &rate) in rates.iter().enumerate() {
-            let d = paced(&engine_addr, path, &user_hdr, rate, secs, 64).await?;
+            let d = paced(engine_addr, path, &user_hdr, rate, secs, 64).await?;
             let g = paced(&gw_addr, path, &key_hdr, rate, secs, 64).await?;
             let n = paced(&nginx_addr, path, &user_hdr, rate, secs, 64).await?;
             let r = paced(&relay_addr, path, &user_hdr, rate, secs, 64).await?;
@@ -730,7 +758,7 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
 
     // Memory with many distinct cached keys.
     if opts.rss_keys > 0 {
-        md.push_str(&measure_rss(&opts, &engine_addr, &db, &db_url, &tiers, path).await?);
+        md.push_str(&measure_rss(&opts, engine_addr, db, db_url, tiers, path).await?);
     }
 
     // Redis limiter cost, and two gateways sharing one Redis.
@@ -739,10 +767,9 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
             None => md.push_str("Redis: skipped (redis-server not available).\n"),
             Some(redis) => {
                 let url = redis.url();
-                let (g1, a1) =
-                    start_gateway(&engine_addr, &db_url, &tiers, Some(&url), opts.workers)?;
+                let (g1, a1) = start_gateway(engine_addr, db_url, tiers, Some(&url), opts.workers)?;
                 let (_g2, a2) =
-                    start_gateway(&engine_addr, &db_url, &tiers, Some(&url), opts.workers)?;
+                    start_gateway(engine_addr, db_url, tiers, Some(&url), opts.workers)?;
                 wrk(&format!("http://{a1}{path}"), &key_hdr, 2, conns)?;
                 let redis_one = wrk(&format!("http://{a1}{path}"), &key_hdr, secs, conns)?;
                 // Two gateways at once, half the connections each.
@@ -775,7 +802,7 @@ pub async fn run(opts: GatewayBenchOpts) -> anyhow::Result<String> {
             }
         }
     }
-    drop(engine);
+    drop(up);
     Ok(md)
 }
 

@@ -10,12 +10,11 @@
 //! (`GET /api/v1/stats`, the same request as the load), the load from the open-loop fixed-rate
 //! client over keep-alive connections.
 
-use crate::gateway::{paced, rss_mib, start_gateway, wrk, TIERS};
+use crate::gateway::{paced, rss_mib, seed_memories, start_gateway, wrk, Backdrop};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use stellar_tests::accounts;
-use stellar_tests::spawn::{free_addr, Service, TempDir};
+use stellar_tests::spawn::TempDir;
 
 /// Options of `stellar-bench soak`.
 #[derive(Debug, Clone)]
@@ -150,34 +149,16 @@ pub async fn run(opts: SoakOpts) -> anyhow::Result<String> {
         .unwrap_or_default();
     std::env::set_var("STELLAR_BIN_DIR", &opts.bin_dir);
     let dir = TempDir::new("bench-soak");
-    let engine_addr = free_addr();
+    let Backdrop {
+        engine,
+        engine_addr,
+        db_url,
+        acct,
+        tiers,
+        ..
+    } = Backdrop::start(&dir).await?;
     let engine_port: u16 = engine_addr.rsplit(':').next().unwrap_or("0").parse()?;
-    let engine = Service::start(
-        "stellar-engine",
-        &[
-            ("STELLAR_ENGINE_ADDR", engine_addr.clone()),
-            ("STELLAR_ENGINE_METRICS_ADDR", free_addr()),
-            (
-                "STELLAR_DATA_DIR",
-                dir.path().join("engine").display().to_string(),
-            ),
-            ("RUST_LOG", "warn".to_string()),
-        ],
-        &format!("http://{engine_addr}/api/v1/health"),
-    )?;
-    let db_url = format!("sqlite://{}/accounts.db", dir.path().display());
-    let db = accounts::open(&db_url).await;
-    let acct = accounts::create_account(&db, "free").await;
-    let tiers = dir.path().join("tiers.toml");
-    std::fs::write(&tiers, TIERS)?;
-    let http = reqwest::Client::new();
-    for i in 0..50 {
-        http.post(format!("http://{engine_addr}/api/v1/store"))
-            .header("X-Stellar-User", acct.user_id.to_string())
-            .json(&serde_json::json!({"content": format!("soak memory number {i}")}))
-            .send()
-            .await?;
-    }
+    seed_memories(&engine_addr, acct.user_id, "soak").await?;
     let (gw, gw_addr) = start_gateway(&engine_addr, &db_url, &tiers, None, opts.workers)?;
     let pid = gw.pid().unwrap_or(0);
     let path = "/api/v1/stats";

@@ -218,6 +218,20 @@ pub fn signal(pid: u32, sig: &str) {
         .status();
 }
 
+/// SIGTERM `child`, wait up to `grace` for it to exit, then SIGKILL it.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    signal(child.id(), "TERM");
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A fresh PostgreSQL database for this test (see `stellar_common::testing`): `None` with a
 /// printed reason outside CI when the server is unreachable; a panic in CI.
 pub fn pg_url_for_test() -> Option<String> {
