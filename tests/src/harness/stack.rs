@@ -534,13 +534,25 @@ impl Stack {
     }
 
     pub async fn get(&self, path: &str, key: Option<&str>) -> (u16, Value) {
+        let resp = self.get_with_key(path, key).await;
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET path` at billing, with `key` in `X-API-Key`: the answer itself (a redirect is not
+    /// followed).
+    pub async fn get_with_key(&self, path: &str, key: Option<&str>) -> reqwest::Response {
         let mut r = self.http.get(format!("{}{path}", self.billing().url));
         if let Some(k) = key {
             r = r.header("X-API-Key", k);
         }
-        let resp = r.send().await.expect("billing answers");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        r.send().await.expect("billing answers")
+    }
+
+    /// `POST /auth/api-keys` with `body`, authenticated by `key`.
+    pub async fn create_key(&self, key: &str, body: &str) -> (u16, Value) {
+        self.post("/auth/api-keys", body, &[("X-API-Key", key)])
+            .await
     }
 
     /// `POST /auth/register`: 201 with the account's id and first key.

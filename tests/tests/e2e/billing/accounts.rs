@@ -128,63 +128,35 @@ async fn accounts_and_keys(backend: Backend) {
     assert_eq!(keys[0]["key_prefix"].as_str().unwrap(), &key[..15]);
     assert!(keys[0].get("key_hash").is_none());
     let first_id = keys[0]["id"].as_str().unwrap().to_string();
-    let (st, v) = s
-        .post(
-            "/auth/api-keys",
-            r#"{"name":"second"}"#,
-            &[("X-API-Key", &key)],
-        )
-        .await;
+    let (st, v) = s.create_key(&key, r#"{"name":"second"}"#).await;
     assert_eq!(st, 403, "{v}");
     assert!(v["detail"].as_str().unwrap().contains("limit"));
 
     // Upgrade in the DB (as a webhook would) and create more keys, up to pro's 5.
     let uid = uuid::Uuid::parse_str(u["user_id"].as_str().unwrap()).unwrap();
     stellar_common::with_db!(&s.adb.db, p => sqlx::query("UPDATE users SET tier = 'pro' WHERE id = $1").bind(uid).execute(p).await.map(|_| ())).unwrap();
-    let (st, v) = s
-        .post("/auth/api-keys", r#"{"name":"ci"}"#, &[("X-API-Key", &key)])
-        .await;
+    let (st, v) = s.create_key(&key, r#"{"name":"ci"}"#).await;
     assert_eq!(st, 201, "{v}");
     let second = v["api_key"].as_str().unwrap().to_string();
     assert!(stellar_common::keys::is_well_formed(&second));
     assert_eq!(v["name"], "ci");
     let second_id = v["id"].as_str().unwrap().to_string();
     assert_eq!(
-        s.post("/auth/api-keys", "", &[("X-API-Key", &key)]).await.0,
+        s.create_key(&key, "").await.0,
         201,
         "no body → default name"
     );
     assert_eq!(
-        s.post(
-            "/auth/api-keys",
-            &json!({"name": "x".repeat(101)}).to_string(),
-            &[("X-API-Key", &key)]
-        )
-        .await
-        .0,
+        s.create_key(&key, &json!({"name": "x".repeat(101)}).to_string())
+            .await
+            .0,
         422
     );
-    assert_eq!(
-        s.post("/auth/api-keys", "{bad", &[("X-API-Key", &key)])
-            .await
-            .0,
-        400
-    );
+    assert_eq!(s.create_key(&key, "{bad").await.0, 400);
     for _ in 0..2 {
-        assert_eq!(
-            s.post("/auth/api-keys", "{}", &[("X-API-Key", &key)])
-                .await
-                .0,
-            201
-        );
+        assert_eq!(s.create_key(&key, "{}").await.0, 201);
     }
-    assert_eq!(
-        s.post("/auth/api-keys", "{}", &[("X-API-Key", &key)])
-            .await
-            .0,
-        403,
-        "pro allows 5"
-    );
+    assert_eq!(s.create_key(&key, "{}").await.0, 403, "pro allows 5");
 
     // Revoke: the key stops working for billing at once; a stranger's key id is 404.
     let r = s

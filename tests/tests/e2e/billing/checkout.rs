@@ -48,11 +48,7 @@ async fn get_page_as(
     path: &str,
     key: Option<&str>,
 ) -> (u16, reqwest::header::HeaderMap, String) {
-    let mut r = s.http.get(format!("{}{path}", s.billing().url));
-    if let Some(k) = key {
-        r = r.header("X-API-Key", k);
-    }
-    let r = r.send().await.unwrap();
+    let r = s.get_with_key(path, key).await;
     let (st, h) = (r.status().as_u16(), r.headers().clone());
     (st, h, r.text().await.unwrap())
 }

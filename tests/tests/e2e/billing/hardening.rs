@@ -66,11 +66,7 @@ async fn get_raw(
     path: &str,
     key: Option<&str>,
 ) -> (u16, Option<String>, Option<String>, String) {
-    let mut r = s.http.get(format!("{}{path}", s.billing().url));
-    if let Some(k) = key {
-        r = r.header("X-API-Key", k);
-    }
-    let r = r.send().await.unwrap();
+    let r = s.get_with_key(path, key).await;
     let h = |n: &str| {
         r.headers()
             .get(n)
@@ -484,7 +480,7 @@ async fn non_object_bodies(backend: Backend) {
         }
     }
     for body in [r#"["my key"]"#, "[]", r#""name""#, "7"] {
-        let (st, v) = s.post("/auth/api-keys", body, &[("X-API-Key", &key)]).await;
+        let (st, v) = s.create_key(&key, body).await;
         assert_eq!(st, 422, "create key {body} → {v}");
         assert!(v["detail"].is_string(), "{v}");
     }
@@ -499,13 +495,7 @@ async fn non_object_bodies(backend: Backend) {
     );
     assert!(s.billing().stripe.requests().is_empty() && s.billing().lemon.requests().is_empty());
     // The documented shapes still work.
-    let (st, v) = s
-        .post(
-            "/auth/api-keys",
-            r#"{"name":"second"}"#,
-            &[("X-API-Key", &key)],
-        )
-        .await;
+    let (st, v) = s.create_key(&key, r#"{"name":"second"}"#).await;
     assert_eq!(st, 403, "free tier allows one key: {v}");
     let (st, v) = s
         .post(

@@ -74,7 +74,7 @@ async fn rotation_and_last_key(backend: Backend) {
     let list = keys(&s, &key).await;
     assert_eq!(list.len(), 1);
     let old_id = list[0].0.clone();
-    let (st, v) = s.post("/auth/api-keys", "{}", &[("X-API-Key", &key)]).await;
+    let (st, v) = s.create_key(&key, "{}").await;
     assert_eq!(st, 403, "at the free tier's key limit: {v}");
 
     // Revoking the last key: 409 with the documented message, and nothing changes.
@@ -173,13 +173,7 @@ async fn rotation_and_last_key(backend: Backend) {
 
     // A named key on a paid tier: rotation keeps the name, authenticated by another key.
     stellar_common::with_db!(&s.adb.db, p => sqlx::query("UPDATE users SET tier = 'pro' WHERE id = $1").bind(uid).execute(p).await.map(|_| ())).unwrap();
-    let (st, v) = s
-        .post(
-            "/auth/api-keys",
-            r#"{"name":"ci runner"}"#,
-            &[("X-API-Key", &new_key)],
-        )
-        .await;
+    let (st, v) = s.create_key(&new_key, r#"{"name":"ci runner"}"#).await;
     assert_eq!(st, 201, "{v}");
     let (ci_id, ci_key) = (
         v["id"].as_str().unwrap().to_string(),
@@ -208,11 +202,7 @@ async fn rotation_and_last_key(backend: Backend) {
     let mut survivor = ci2_key;
     for round in 0..5 {
         let (st, v) = s
-            .post(
-                "/auth/api-keys",
-                &format!(r#"{{"name":"race {round}"}}"#),
-                &[("X-API-Key", &survivor)],
-            )
+            .create_key(&survivor, &format!(r#"{{"name":"race {round}"}}"#))
             .await;
         assert_eq!(st, 201, "{v}");
         let other = v["api_key"].as_str().unwrap().to_string();

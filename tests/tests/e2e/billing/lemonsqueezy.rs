@@ -119,15 +119,11 @@ async fn lemon_flow(backend: Backend) {
     assert_eq!(b["data"]["relationships"]["store"]["data"]["id"], "1");
     // GET form: 303 to the provider.
     let r = s
-        .http
-        .get(format!(
-            "{}/billing/lemonsqueezy/checkout?tier=team&email=carol@example.com",
-            s.billing().url
-        ))
-        .header("X-API-Key", &key)
-        .send()
-        .await
-        .unwrap();
+        .get_with_key(
+            "/billing/lemonsqueezy/checkout?tier=team&email=carol@example.com",
+            Some(&key),
+        )
+        .await;
     assert_eq!(r.status().as_u16(), 303);
     assert!(r.headers()["location"]
         .to_str()

@@ -92,15 +92,11 @@ async fn stripe_flow(backend: Backend) {
         f["success_url"]
     );
     let r = s
-        .http
-        .get(format!(
-            "{}/billing/stripe/checkout?tier=team&email=grace@example.com",
-            s.billing().url
-        ))
-        .header("X-API-Key", &key)
-        .send()
-        .await
-        .unwrap();
+        .get_with_key(
+            "/billing/stripe/checkout?tier=team&email=grace@example.com",
+            Some(&key),
+        )
+        .await;
     assert_eq!(r.status().as_u16(), 303);
     assert!(r.headers()["location"]
         .to_str()

@@ -73,15 +73,11 @@ async fn toss_flow(backend: Backend) {
     let ck = checkout(&s, "henry@example.com", &key).await;
     assert_eq!(checkout(&s, "HENRY@example.com", &key).await, ck);
     let r = s
-        .http
-        .get(format!(
-            "{}/billing/toss/checkout?tier=pro&email=henry@example.com",
-            s.billing().url
-        ))
-        .header("X-API-Key", &key)
-        .send()
-        .await
-        .unwrap();
+        .get_with_key(
+            "/billing/toss/checkout?tier=pro&email=henry@example.com",
+            Some(&key),
+        )
+        .await;
     assert_eq!(r.status().as_u16(), 303);
     let page = r.headers()["location"].to_str().unwrap().to_string();
     assert!(page.contains("/billing/toss/pay?"), "{page}");
