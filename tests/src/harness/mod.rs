@@ -127,8 +127,13 @@ pub async fn revoke_through_billing(gw: &Gateway, id: &str, with_key: &str) {
 
 /// The gateway's `/metrics` text.
 pub async fn metrics_text(gw: &Gateway) -> String {
+    get_text(&format!("http://{}/metrics", gw.metrics)).await
+}
+
+/// The body of `GET url`, as text.
+pub async fn get_text(url: &str) -> String {
     client()
-        .get(format!("http://{}/metrics", gw.metrics))
+        .get(url)
         .send()
         .await
         .unwrap()

@@ -314,6 +314,25 @@ pub async fn echo_gateway(
     Some((s, echo))
 }
 
+/// A gateway (SQLite, roomy tiers, its extra environment) in front of a [`super::Capture`]
+/// upstream as its engine and billing; also the capture. `None` as [`StackBuilder::start`].
+pub async fn capture_gateway(
+    tag: &str,
+    gateway_env: &[(&str, String)],
+) -> Option<(Stack, super::Capture)> {
+    let up = super::Capture::start().await;
+    let s = gateway_to(
+        Backend::Sqlite,
+        tag,
+        super::ROOMY_TIERS,
+        &up.addr,
+        &up.addr,
+        gateway_env,
+    )
+    .await?;
+    Some((s, up))
+}
+
 /// A gateway alone (the stack runs no engine or billing) in front of the upstreams `engine`
 /// and `billing`, with `tiers` and its extra environment. `None` as [`StackBuilder::start`].
 pub async fn gateway_to(
@@ -673,14 +692,7 @@ impl Stack {
 
     /// Billing's `/metrics` text.
     pub async fn metrics(&self) -> String {
-        self.http
-            .get(&self.billing().metrics_url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        super::get_text(&self.billing().metrics_url).await
     }
 
     pub async fn kill9_billing(&mut self) {

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use stellar_tests::both_dbs;
 use stellar_tests::fakes::lemon_signature;
-use stellar_tests::harness::{billing_stack, Backend, Stack, LEMON_SECRET};
+use stellar_tests::harness::{Backend, Stack, LEMON_SECRET};
 use uuid::Uuid;
 
 fn ts(offset_secs: i64) -> String {
@@ -66,16 +66,9 @@ async fn events(s: &Stack, uid: Uuid) -> i64 {
 }
 
 async fn lemon_flow(backend: Backend) {
-    let Some(s) = billing_stack(
-        backend,
-        true,
-        &[("STELLAR_BILLING_PAST_DUE_GRACE_SECS", "2".into())],
-    )
-    .await
-    else {
+    let Some((s, uid, key)) = super::customer(backend, 2, "carol@example.com").await else {
         return;
     };
-    let (uid, key) = s.register("carol@example.com").await;
 
     // Checkout: well-formed JSON:API request with our user id and the tier in custom data.
     let (st, v) = s

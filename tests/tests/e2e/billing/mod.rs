@@ -11,3 +11,18 @@ mod mail;
 mod people;
 mod stripe;
 mod toss;
+
+use stellar_tests::harness::{billing_stack, Backend, Stack};
+use uuid::Uuid;
+
+/// A provider flow's stack: billing behind the gateway (tier changes are checked through it),
+/// a past-due grace of `grace_secs`, and an account registered for `email` (its id and key).
+async fn customer(backend: Backend, grace_secs: u32, email: &str) -> Option<(Stack, Uuid, String)> {
+    let env = [(
+        "STELLAR_BILLING_PAST_DUE_GRACE_SECS",
+        grace_secs.to_string(),
+    )];
+    let s = billing_stack(backend, true, &env).await?;
+    let (uid, key) = s.register(email).await;
+    Some((s, uid, key))
+}

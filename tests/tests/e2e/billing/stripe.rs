@@ -9,9 +9,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use stellar_tests::both_dbs;
 use stellar_tests::fakes::stripe_signature;
-use stellar_tests::harness::{
-    billing_stack, Backend, Stack, STRIPE_PRICE_PRO, STRIPE_PRICE_TEAM, STRIPE_WHSEC,
-};
+use stellar_tests::harness::{Backend, Stack, STRIPE_PRICE_PRO, STRIPE_PRICE_TEAM, STRIPE_WHSEC};
 use uuid::Uuid;
 
 fn event(id: &str, ty: &str, created: i64, object: Value) -> String {
@@ -40,16 +38,9 @@ async fn deliver(s: &Stack, body: &str, header: Option<String>) -> (u16, Value) 
 }
 
 async fn stripe_flow(backend: Backend) {
-    let Some(s) = billing_stack(
-        backend,
-        true,
-        &[("STELLAR_BILLING_PAST_DUE_GRACE_SECS", "2".into())],
-    )
-    .await
-    else {
+    let Some((s, uid, key)) = super::customer(backend, 2, "grace@example.com").await else {
         return;
     };
-    let (uid, key) = s.register("grace@example.com").await;
     let now = Utc::now().timestamp();
 
     // Checkout Session: form-encoded, the documented parameters.

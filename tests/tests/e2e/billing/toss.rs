@@ -9,7 +9,7 @@ use serde_json::json;
 use std::time::Duration;
 use stellar_tests::both_dbs;
 use stellar_tests::fakes::TossMode;
-use stellar_tests::harness::{billing_stack, Backend, Stack, TOSS_CK};
+use stellar_tests::harness::{Backend, Stack, TOSS_CK};
 use uuid::Uuid;
 
 /// The Toss checkout of the account whose API key is `key` (an e-mail with an account checks
@@ -58,16 +58,9 @@ async fn period_end(s: &Stack, uid: Uuid) -> chrono::DateTime<Utc> {
 }
 
 async fn toss_flow(backend: Backend) {
-    let Some(mut s) = billing_stack(
-        backend,
-        true,
-        &[("STELLAR_BILLING_PAST_DUE_GRACE_SECS", "4".into())],
-    )
-    .await
-    else {
+    let Some((mut s, uid, key)) = super::customer(backend, 4, "henry@example.com").await else {
         return;
     };
-    let (uid, key) = s.register("henry@example.com").await;
 
     // Checkout: what the SDK needs; the customerKey is stable per account.
     let ck = checkout(&s, "henry@example.com", &key).await;

@@ -90,17 +90,7 @@ both_dbs!(
 /// the gateway with `Allow`, and never forwarded; the known ones are.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn methods_nobody_serves_never_reach_an_upstream() {
-    let up = Capture::start().await;
-    let Some(s) = gateway_to(
-        Backend::Sqlite,
-        "gw-methods",
-        ROOMY_TIERS,
-        &up.addr,
-        &up.addr,
-        &[],
-    )
-    .await
-    else {
+    let Some((s, up)) = capture_gateway("gw-methods", &[]).await else {
         return;
     };
     let gw = s.gw();
@@ -145,17 +135,7 @@ async fn methods_nobody_serves_never_reach_an_upstream() {
 /// missing, doubled or spaced `Host`. Each gets a JSON 400 from the gateway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn smuggling_shapes_never_reach_an_upstream() {
-    let up = Capture::start().await;
-    let Some(s) = gateway_to(
-        Backend::Sqlite,
-        "gw-smuggle",
-        ROOMY_TIERS,
-        &up.addr,
-        &up.addr,
-        &[],
-    )
-    .await
-    else {
+    let Some((s, up)) = capture_gateway("gw-smuggle", &[]).await else {
         return;
     };
     let gw = s.gw();
@@ -197,13 +177,8 @@ async fn smuggling_shapes_never_reach_an_upstream() {
 /// chunked body is re-framed (extensions dropped) and only listed, uncontrolled trailers pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trailers_and_lookalikes_carry_nothing_upstream() {
-    let up = Capture::start().await;
-    let Some(s) = gateway_to(
-        Backend::Sqlite,
+    let Some((s, up)) = capture_gateway(
         "gw-trailers",
-        ROOMY_TIERS,
-        &up.addr,
-        &up.addr,
         &[(
             "STELLAR_GATEWAY_ALLOWED_TRAILERS",
             "x-checksum, x-stellar-user".to_string(),
