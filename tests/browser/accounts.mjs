@@ -12,7 +12,7 @@
 //   STELLAR_ARTIFACTS_DIR  where screenshots go (default tests/browser/artifacts/accounts)
 //   STELLAR_CHROMIUM       the browser binary (default /usr/bin/chromium); never downloaded
 //
-// Needs a first tier with max_members >= 2 and max_api_keys >= 3 (tests/tests/browser_accounts.rs
+// Needs a first tier with max_members >= 2 and max_api_keys >= 3 (tests/tests/e2e/browser_accounts.rs
 // writes one). Exits 0 when every check passed, else 1 with the failed check, failure.png and the
 // browsers' console output.
 

@@ -12,7 +12,7 @@
 //   STELLAR_KEY_WAIT_MS     how long a revoked key may keep working (default 3000; design: 1 s)
 //
 // It exits 0 when every check passed, else 1 with the failed check, a screenshot (failure.png)
-// and the browser's console output. Run by tests/tests/browser.rs against the real binaries.
+// and the browser's console output. Run by tests/tests/e2e/browser.rs against the real binaries.
 
 import { chromium } from "playwright-core";
 import fs from "node:fs";
@@ -622,7 +622,7 @@ async function run() {
     });
   }
 
-  // The fake Toss card-registration page (tests/tests/browser.rs) links to the success URL
+  // The fake Toss card-registration page (tests/tests/e2e/browser.rs) links to the success URL
   // (#approve) and to the fail URL (#cancel), as the real window redirects after either.
   await stepDo("Toss: closing the card window → back on the landing page with an error", async () => {
     check(page.url().startsWith(EXPECT.toss || "\u0000"), `on the fake Toss page (${page.url()})`);

@@ -16,10 +16,18 @@
 //! | `src/accounts.rs` | account-DB fixtures written as billing writes them |
 //! | `src/fakes/` | fake Lemon Squeezy, Stripe and TossPayments, and the webhook signers |
 //! | `src/relay.rs`, `src/smtp.rs` | a TCP relay to cut or slow a dependency; an SMTP server that keeps what it receives |
-//! | `tests/e2e/gateway/` | `proxy`, `auth`, `limits`, `quota`, `cluster`, `hygiene` |
-//! | `tests/e2e/billing/` | `accounts`, `keys`, `checkout`, `stripe`, `lemonsqueezy`, `toss`, `hardening`, `mail` |
-//! | `tests/e2e/*.rs` | `engine_api`, `faults`, `security_inputs`, `launcher_up`, `deploy_config`, `browser` (Chromium) |
-//! | `browser/` | the Node driver of the browser test |
+//! | `tests/e2e/gateway/` | `proxy`, `auth`, `limits`, `quota`, `scoped_keys`, `cluster`, `hygiene` |
+//! | `tests/e2e/billing/` | `accounts`, `keys`, `people`, `checkout`, `stripe`, `lemonsqueezy`, `toss`, `hardening`, `mail` |
+//! | `tests/e2e/*.rs` | `engine_api`, `faults`, `security_inputs`, `launcher_up`, `deploy_config`, `browser` and `browser_accounts` (Chromium) |
+//! | `browser/` | the Node drivers of the browser tests (`flow.mjs`, `accounts.mjs`) |
+//!
+//! Why this shape: each test binary links the whole workspace, so one binary instead of
+//! seventeen is most of the build time of this crate; nextest still runs every test in a process
+//! of its own, and [`both_dbs!`] makes a test's SQLite and PostgreSQL runs two tests that run in
+//! parallel. Every service a test starts goes through [`harness::Stack`], so a service's test
+//! settings live in one place: e.g. billing gets `STELLAR_AUTH_IMMEDIATE_KEY=true` (the tests
+//! register through the API and use the key at once) unless the test overrides it, as the
+//! verified-sign-up tests do with `false`; a test's overrides always win over the defaults.
 //!
 //! # Running some of them
 //!

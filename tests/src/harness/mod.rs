@@ -1,9 +1,9 @@
-//! The one end-to-end harness: which account DB a test runs on ([`Backend`], [`both_dbs!`]),
+//! The one end-to-end harness: which account DB a test runs on ([`Backend`], [`both_dbs!`](crate::both_dbs)),
 //! the services it starts ([`Stack`], built with [`Stack::builder`]), the small upstreams that
 //! show what a gateway forwarded ([`start_echo`], [`Capture`], [`serve_raw`]), and the readers
 //! every area uses (metrics, polling).
 //!
-//! - `mod.rs`: [`Backend`], [`both_dbs!`], [`AccountDb`], clients, metrics and polling helpers;
+//! - `mod.rs`: [`Backend`], [`both_dbs!`](crate::both_dbs), [`AccountDb`], clients, metrics and polling helpers;
 //! - `stack.rs`: [`Stack`] and its builder: the fake payment providers, engine, billing and
 //!   gateway binaries on free ports, each with the harness's defaults and a test's overrides;
 //! - `upstream.rs`: the echo upstream, the capture upstream and raw-socket helpers.

@@ -1,13 +1,15 @@
 //! [`Stack`]: the services one end-to-end test runs, in a temporary directory on one account DB.
 //!
-//! [`Stack::builder`] picks any of the engine, billing (always with the fake payment providers
-//! in front of it: `crate::fakes`) and the gateway; [`stack`] and [`billing_stack`] are the two
-//! usual shapes. Each service gets the harness's environment for tests (free ports, short
-//! timers, the stack's tier table) and then the test's overrides, which win over a default of
-//! the same name. Services start in dependency order: engine, billing (its public URL is the
-//! gateway's address, chosen first), gateway (in front of the stack's engine and billing, or of
-//! upstreams the test gives). [`Stack::start_gateway`] starts more gateways, or one in front of
-//! upstreams that exist only once the stack runs.
+//! [`Stack::builder`] picks any of the engine, billing (configured with the fake payment
+//! providers of `crate::fakes`, unless [`StackBuilder::without_providers`]) and the gateway;
+//! [`stack`] and [`billing_stack`] are the two usual shapes, [`full_stack`], [`echo_gateway`],
+//! [`gateway_to`], [`capture_gateway`] and [`browser_stack`] other common ones. Each service gets
+//! the harness's environment for tests (free ports, short timers, the stack's tier table) and
+//! then the test's overrides, which win over a default of the same name. Services start in
+//! dependency order: engine, billing (its public URL is the gateway's address, chosen first),
+//! gateway (in front of the stack's engine and billing, or of upstreams the test gives).
+//! [`Stack::start_gateway`] starts more gateways, or one in front of upstreams that exist only
+//! once the stack runs.
 
 use super::{account_db, AccountDb, Backend};
 use crate::fakes::{FakeLemon, FakeStripe, FakeToss};
