@@ -88,17 +88,30 @@ fn front_env(cmd: &mut Command, bin: &str, f: &Front) {
     }
 }
 
-/// The fronted server must be an http(s) URL; its health is asked once, and an unreachable
-/// server is reported (the gateway still starts: the server may come up later).
-async fn check_front(http: &reqwest::Client, f: &Front) -> anyhow::Result<()> {
+/// The fronted server must be an http(s) URL; its health is asked once (trusting
+/// `engine_ca_file` too), and an unreachable server is reported (the gateway still starts: the
+/// server may come up later).
+async fn check_front(f: &Front) -> anyhow::Result<()> {
     let url = url::Url::parse(f.engine_url.trim())
         .map_err(|e| anyhow::anyhow!("--engine-url {:?}: {e}", f.engine_url))?;
     if !matches!(url.scheme(), "http" | "https") || url.path() != "/" {
         bail!("--engine-url must be http://host[:port] or https://host[:port]");
     }
-    let health = format!("{}/api/v1/health", f.engine_url.trim().trim_end_matches('/'));
-    match http.get(&health).send().await {
-        Ok(r) => println!("Fronting {} (health: {})", f.engine_url.trim(), r.status()),
+    let mut http = reqwest::Client::builder().timeout(Duration::from_secs(5));
+    if let Some(ca) = &f.engine_ca_file {
+        let pem =
+            std::fs::read(ca).with_context(|| format!("--engine-ca-file {}", ca.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("--engine-ca-file {}", ca.display()))?
+        {
+            http = http.add_root_certificate(cert);
+        }
+    }
+    let base = f.engine_url.trim().trim_end_matches('/');
+    println!("Fronting {base}");
+    let health = format!("{base}/api/v1/health");
+    match http.build()?.get(&health).send().await {
+        Ok(r) => println!("  {health}: {}", r.status()),
         Err(e) => eprintln!("warning: {health} is not answering yet: {e}"),
     }
     Ok(())
@@ -167,7 +180,7 @@ pub async fn up(config_path: Option<&Path>, front: Option<Front>) -> anyhow::Res
         .build()?;
 
     if let Some(f) = &front {
-        check_front(&http, f).await?;
+        check_front(f).await?;
     }
     let mut running: Vec<Managed> = Vec::new();
     for (bin, health) in services(&addrs) {

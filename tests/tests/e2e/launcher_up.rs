@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use stellar_tests::spawn::{bin_path, free_addr, repo_root, signal, TempDir};
 
 /// Stops `stellar up` (and so its services) if the test fails half-way.
-struct Guard(std::process::Child);
+pub(crate) struct Guard(std::process::Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -24,7 +24,7 @@ impl Drop for Guard {
     }
 }
 
-fn env_for(dir: &TempDir) -> Vec<(&'static str, String)> {
+pub(crate) fn env_for(dir: &TempDir) -> Vec<(&'static str, String)> {
     vec![
         ("STELLAR_DATA_DIR", dir.path().display().to_string()),
         ("STELLAR_ENGINE_ADDR", free_addr()),
@@ -37,11 +37,15 @@ fn env_for(dir: &TempDir) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Start `stellar up` with `env`; wait until it prints the API key. Returns the running
-/// launcher, the lines it printed and the key.
-fn start_up(env: &[(&'static str, String)]) -> (Guard, Vec<String>, String) {
+/// Start `stellar up` with `env` and extra `args`; wait until it prints the API key. Returns
+/// the running launcher, the lines it printed and the key.
+pub(crate) fn start_up(
+    env: &[(&'static str, String)],
+    args: &[&str],
+) -> (Guard, Vec<String>, String) {
     let mut cmd = Command::new(bin_path("stellar"));
     cmd.arg("up")
+        .args(args)
         .current_dir(repo_root())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -74,7 +78,7 @@ fn start_up(env: &[(&'static str, String)]) -> (Guard, Vec<String>, String) {
 }
 
 /// The listen addresses in `env` that are still accepting connections.
-fn still_listening(env: &[(&'static str, String)]) -> Vec<String> {
+pub(crate) fn still_listening(env: &[(&'static str, String)]) -> Vec<String> {
     env.iter()
         .filter(|(k, _)| k.ends_with("_ADDR"))
         .filter(|(_, v)| std::net::TcpStream::connect(v).is_ok())
@@ -92,7 +96,7 @@ async fn up_prints_a_working_key_and_stops_cleanly() {
         .unwrap()
         .1
         .clone();
-    let (mut child, printed, key) = start_up(&env);
+    let (mut child, printed, key) = start_up(&env, &[]);
     assert!(stellar_common::keys::is_well_formed(&key), "{key}");
     assert!(
         printed
@@ -159,7 +163,7 @@ async fn up_prints_a_working_key_and_stops_cleanly() {
 fn a_killed_launcher_leaves_no_service_behind() {
     let dir = TempDir::new("up-killed");
     let env = env_for(&dir);
-    let (mut child, _, _) = start_up(&env);
+    let (mut child, _, _) = start_up(&env, &[]);
     let pid = child.0.id();
     let services: Vec<u32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap()

@@ -8,6 +8,7 @@ mod browser_accounts;
 mod deploy_config;
 mod engine_api;
 mod faults;
+mod fronting;
 mod gateway;
 mod launcher_up;
 mod security_inputs;

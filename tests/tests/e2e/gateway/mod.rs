@@ -4,8 +4,10 @@
 
 mod auth;
 mod cluster;
+mod cors;
 mod hygiene;
 mod limits;
 mod proxy;
 mod quota;
 mod scoped_keys;
+mod usage_history;

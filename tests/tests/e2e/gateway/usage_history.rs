@@ -3,13 +3,11 @@
 //! `GET /auth/usage/history` (JSON by minute and by hour, grouped by key, agent and route, and
 //! the CSV export) then shows exactly what the gateways served, no more, no less.
 
-mod gateway_support;
-
-use gateway_support::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use stellar_tests::spawn::TempDir;
+use stellar_tests::both_dbs;
+use stellar_tests::harness::*;
 
 async fn send(gw: &Gateway, method: &str, path: &str, key: &str, agent: Option<&str>) {
     let c = client();
@@ -48,53 +46,38 @@ fn by_group(v: &Value) -> BTreeMap<String, i64> {
 }
 
 async fn two_gateways_add_up(backend: Backend) {
-    let dir = TempDir::new("gw-usage-history");
-    let Some(adb) = account_db(backend, &dir).await else {
+    let Some(s) = full_stack(backend, "gw-usage-history", &[]).await else {
         return;
     };
-    let engine = start_engine(&dir);
-    let billing = start_billing(&dir, &adb.url, ROOMY_TIERS);
-    let g1 = start_gateway(
-        &dir,
-        &adb.url,
-        &engine.addr,
-        &billing.addr,
-        ROOMY_TIERS,
-        &[],
-    );
-    let g2 = start_gateway(
-        &dir,
-        &adb.url,
-        &engine.addr,
-        &billing.addr,
-        ROOMY_TIERS,
-        &[],
-    );
-    let (owner, second, second_id) = register_with_two_keys(&g1).await;
+    let g1 = s.gw();
+    let g2 = &s
+        .start_gateway(&s.engine().addr, &s.billing().addr, &[])
+        .await;
+    let (owner, second, second_id) = register_with_two_keys(g1).await;
 
     for _ in 0..7 {
-        send(&g1, "POST", "/api/v1/store", &owner, None).await;
+        send(g1, "POST", "/api/v1/store", &owner, None).await;
     }
     for _ in 0..3 {
-        send(&g1, "GET", "/api/v1/recall?q=counted", &second, Some("a1")).await;
+        send(g1, "GET", "/api/v1/recall?q=counted", &second, Some("a1")).await;
     }
     for _ in 0..5 {
-        send(&g2, "GET", "/api/v1/stats", &owner, None).await;
+        send(g2, "GET", "/api/v1/stats", &owner, None).await;
     }
     for _ in 0..4 {
-        send(&g2, "GET", "/api/v1/recall?q=counted", &second, Some("a1")).await;
+        send(g2, "GET", "/api/v1/recall?q=counted", &second, Some("a1")).await;
     }
     let served = 7 + 3 + 5 + 4;
 
     // Both gateways flush every second; the totals then stay exactly what was served.
     eventually(Duration::from_secs(10), || {
-        let (g, k) = (&g1, owner.clone());
+        let (g, k) = (g1, owner.clone());
         async move { history(g, &k, "granularity=minute").await["total"] == served }
     })
     .await
     .expect("both gateways' counts arrive");
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let minute = history(&g1, &owner, "granularity=minute&group_by=route").await;
+    let minute = history(g1, &owner, "granularity=minute&group_by=route").await;
     assert_eq!(minute["total"], served, "{minute}");
     assert_eq!(
         by_group(&minute),
@@ -104,10 +87,10 @@ async fn two_gateways_add_up(backend: Backend) {
             ("store".into(), 7)
         ])
     );
-    let by_key = by_group(&history(&g2, &owner, "granularity=hour&group_by=key").await);
+    let by_key = by_group(&history(g2, &owner, "granularity=hour&group_by=key").await);
     assert_eq!(by_key.get(&second_id), Some(&7), "{by_key:?}");
     assert_eq!(by_key.values().sum::<i64>(), served);
-    let by_agent = by_group(&history(&g2, &second, "group_by=agent").await);
+    let by_agent = by_group(&history(g2, &second, "group_by=agent").await);
     assert_eq!(
         by_agent,
         BTreeMap::from([("".into(), 12), ("a1".into(), 7)])
@@ -144,7 +127,6 @@ async fn two_gateways_add_up(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 422);
-    drop(billing);
 }
 
 both_dbs!(two_gateways_add_up_exactly, super::two_gateways_add_up);
