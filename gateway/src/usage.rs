@@ -172,7 +172,9 @@ impl Usage {
         let result = with_db!(db, p => async {
             let mut tx = p.begin().await?;
             for ((user, hour), requests) in &pending.hourly {
-                sqlx::query("INSERT INTO usage_hourly (user_id, hour_start, requests) VALUES ($1, $2, $3) \
+                // An account deleted meanwhile has no row to count against: its counts go.
+                sqlx::query("INSERT INTO usage_hourly (user_id, hour_start, requests) SELECT $1, $2, $3 \
+                             WHERE EXISTS (SELECT 1 FROM users WHERE id = $1) \
                              ON CONFLICT (user_id, hour_start) DO UPDATE SET requests = usage_hourly.requests + excluded.requests")
                     .bind(user).bind(hour).bind(requests).execute(&mut *tx).await?;
             }

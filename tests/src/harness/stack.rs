@@ -450,8 +450,14 @@ impl Stack {
                 ("STELLAR_BILLING_PROVIDER_TIMEOUT_SECS", "5.0".into()),
                 // The tests register through the API and use the key at once.
                 ("STELLAR_AUTH_IMMEDIATE_KEY", "true".into()),
+                // The gateways' usage flush, which account deletion waits for.
+                ("STELLAR_GATEWAY_USAGE_FLUSH_SECS", "1".into()),
                 ("RUST_LOG", "info,stellar_billing=debug".into()),
             ];
+            if let Some(e) = &self.engine {
+                // Export and account deletion reach the stack's engine.
+                defaults.push(("STELLAR_BILLING_ENGINE_URL", format!("http://{}", e.addr)));
+            }
             let fakes = vec![
                 ("LEMON_API_KEY", LEMON_API_KEY.into()),
                 ("LEMON_STORE_ID", "1".into()),

@@ -5,6 +5,7 @@
 mod billing;
 mod browser;
 mod browser_accounts;
+mod browser_usage;
 mod deploy_config;
 mod engine_api;
 mod faults;

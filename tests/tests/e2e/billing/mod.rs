@@ -4,6 +4,7 @@
 
 mod accounts;
 mod checkout;
+mod data_rights;
 mod hardening;
 mod keys;
 mod lemonsqueezy;
@@ -11,6 +12,7 @@ mod mail;
 mod people;
 mod stripe;
 mod toss;
+mod webhooks;
 
 use stellar_tests::harness::{billing_stack, Backend, Stack};
 use uuid::Uuid;

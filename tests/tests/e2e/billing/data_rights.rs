@@ -7,39 +7,15 @@
 //! keys are refused by the gateway, the engine holds nothing for it, its rows are gone and the
 //! audit row `account_deleted` stays. docs/billing-api.md, "Your data".
 
-mod gateway_support;
-
 use chrono::Utc;
 use futures::StreamExt;
-use gateway_support::*;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 use stellar_common::{keys, with_db};
-use stellar_tests::spawn::{free_addr, Service, TempDir};
+use stellar_tests::both_dbs;
+use stellar_tests::harness::*;
 use uuid::Uuid;
-
-/// Billing with immediate keys, its engine at `engine`, and the gateway's usage flush (1 s) so
-/// the deletion's pause after revoking is short.
-fn start_billing_for(dir: &TempDir, db_url: &str, engine: &str) -> Billing {
-    let addr = free_addr();
-    let tiers = dir.path().join("billing-tiers.toml");
-    std::fs::write(&tiers, ROOMY_TIERS).unwrap();
-    let env = [
-        ("STELLAR_BILLING_ADDR", addr.clone()),
-        ("STELLAR_BILLING_METRICS_ADDR", free_addr()),
-        ("STELLAR_DB_URL", db_url.to_string()),
-        ("STELLAR_DATA_DIR", dir.path().display().to_string()),
-        ("STELLAR_TIERS_FILE", tiers.display().to_string()),
-        ("STELLAR_AUTH_IMMEDIATE_KEY", "true".to_string()),
-        ("STELLAR_BILLING_ENGINE_URL", format!("http://{engine}")),
-        ("STELLAR_GATEWAY_USAGE_FLUSH_SECS", "1".to_string()),
-        ("RUST_LOG", "info,sqlx=warn".to_string()),
-    ];
-    let svc = Service::start("stellar-billing", &env, &format!("http://{addr}/healthz"))
-        .expect("billing starts");
-    Billing { svc, addr }
-}
 
 /// What was stored: id → (agent, content).
 type Stored = HashMap<String, (Option<String>, String)>;
@@ -164,35 +140,25 @@ async fn stats_status(gw: &Gateway, key: &str) -> u16 {
 }
 
 async fn export_then_delete(backend: Backend) {
-    let dir = TempDir::new("data-rights");
-    let Some(adb) = account_db(backend, &dir).await else {
+    let Some(s) = full_stack(backend, "data-rights", &[]).await else {
         return;
     };
-    let engine = start_engine(&dir);
-    let billing = start_billing_for(&dir, &adb.url, &engine.addr);
-    let gw = start_gateway(
-        &dir,
-        &adb.url,
-        &engine.addr,
-        &billing.addr,
-        ROOMY_TIERS,
-        &[],
-    );
+    let (adb, engine, gw) = (&s.adb, s.engine(), s.gw());
     let c = client();
 
     // An account, and memories in its default space and under two agents.
     let email = format!("{}@data-rights.example", Uuid::new_v4().simple());
-    let v = register(&gw, &email).await;
+    let v = register(gw, &email).await;
     let key = v["api_key"].as_str().unwrap().to_string();
     let account: Uuid = v["user_id"].as_str().unwrap().parse().unwrap();
     let mut stored = Stored::new();
-    store(&gw, &key, None, 30, &mut stored).await;
-    store(&gw, &key, Some("alpha"), 250, &mut stored).await;
-    store(&gw, &key, Some("beta"), 120, &mut stored).await;
+    store(gw, &key, None, 30, &mut stored).await;
+    store(gw, &key, Some("alpha"), 250, &mut stored).await;
+    store(gw, &key, Some("beta"), 120, &mut stored).await;
     assert_eq!(stored.len(), 400);
 
     // The export, through the gateway: every memory exactly once, in full, with its agent.
-    let r = export(&gw, &key).await;
+    let r = export(gw, &key).await;
     assert_eq!(r.status(), 200);
     let h = r.headers().clone();
     assert_eq!(h["content-type"], "application/x-ndjson");
@@ -231,10 +197,10 @@ async fn export_then_delete(backend: Backend) {
     );
 
     // Who may: a member may neither export nor delete; an agent-bound key may not export.
-    let member_key = add_member_with_key(&adb, account).await;
-    let r = export(&gw, &member_key).await;
+    let member_key = add_member_with_key(adb, account).await;
+    let r = export(gw, &member_key).await;
     assert_eq!(r.status(), 403);
-    let r = delete_account(&gw, &member_key, json!({ "confirm": email })).await;
+    let r = delete_account(gw, &member_key, json!({ "confirm": email })).await;
     assert_eq!(r.status(), 403);
     let r = c
         .post(gw.url("/auth/api-keys"))
@@ -248,7 +214,7 @@ async fn export_then_delete(backend: Backend) {
         .as_str()
         .unwrap()
         .to_string();
-    let r = export(&gw, &bound_key).await;
+    let r = export(gw, &bound_key).await;
     assert_eq!(r.status(), 403);
 
     // A wrong confirmation changes nothing.
@@ -256,17 +222,17 @@ async fn export_then_delete(backend: Backend) {
         json!({"confirm": "someone-else@data-rights.example"}),
         json!({}),
     ] {
-        let r = delete_account(&gw, &key, body).await;
+        let r = delete_account(gw, &key, body).await;
         assert_eq!(r.status(), 422);
         assert!(r.json::<Value>().await.unwrap()["detail"].is_string());
     }
     let users = "SELECT COUNT(*) FROM users WHERE id = $1";
-    assert_eq!(count(&adb, users, account).await, 1);
-    assert_eq!(stats_status(&gw, &key).await, 200);
-    assert_eq!(engine_total(&engine, account, Some("alpha")).await, 250);
+    assert_eq!(count(adb, users, account).await, 1);
+    assert_eq!(stats_status(gw, &key).await, 200);
+    assert_eq!(engine_total(engine, account, Some("alpha")).await, 250);
 
     // The deletion.
-    let r = delete_account(&gw, &key, json!({ "confirm": email.to_uppercase() })).await;
+    let r = delete_account(gw, &key, json!({ "confirm": email.to_uppercase() })).await;
     assert_eq!(r.status(), 200);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(
@@ -281,24 +247,24 @@ async fn export_then_delete(backend: Backend) {
     // Its keys are refused by the gateway within a second.
     for k in [&key, &member_key, &bound_key] {
         let took = eventually(Duration::from_secs(1), || async {
-            stats_status(&gw, k).await == 401
+            stats_status(gw, k).await == 401
         })
         .await;
         assert!(took.is_some(), "a key still works after the deletion");
     }
     // The engine holds nothing for it.
     for agent in [None, Some("alpha"), Some("beta")] {
-        assert_eq!(engine_total(&engine, account, agent).await, 0, "{agent:?}");
+        assert_eq!(engine_total(engine, account, agent).await, 0, "{agent:?}");
     }
     // Its rows are gone; the audit row stays.
-    assert_eq!(count(&adb, users, account).await, 0);
+    assert_eq!(count(adb, users, account).await, 0);
     for sql in [
         "SELECT COUNT(*) FROM api_keys WHERE user_id = $1",
         "SELECT COUNT(*) FROM members WHERE account_id = $1",
         "SELECT COUNT(*) FROM account_agents WHERE user_id = $1",
         "SELECT COUNT(*) FROM account_usage WHERE user_id = $1",
     ] {
-        assert_eq!(count(&adb, sql, account).await, 0, "{sql}");
+        assert_eq!(count(adb, sql, account).await, 0, "{sql}");
     }
     let audit: Vec<(String, Option<String>)> = with_db!(&adb.db, p => sqlx::query_as(
         "SELECT actor, target FROM audit_events WHERE account_id = $1 AND action = 'account_deleted'")
@@ -309,8 +275,7 @@ async fn export_then_delete(backend: Backend) {
     assert_eq!(audit[0].1.as_deref(), Some("memories_deleted:400"));
 
     // The address is free again.
-    assert!(register(&gw, &email).await["api_key"].is_string());
-    drop(billing);
+    assert!(register(gw, &email).await["api_key"].is_string());
 }
 
 both_dbs!(export_then_delete_leaves_nothing, super::export_then_delete);

@@ -21,7 +21,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stellar_common::{keys, with_db, Db};
-use stellar_tests::fakes::harness::{each_backend, Backend, Opts, Stack};
+use stellar_tests::both_dbs;
+use stellar_tests::harness::{billing_stack, Backend, Stack};
 use stellar_tests::smtp::SmtpCatcher;
 use uuid::Uuid;
 
@@ -104,7 +105,7 @@ impl Receiver {
                 Instant::now() < deadline,
                 "receiver: {} request(s), expected {n}\nbilling log:\n{}",
                 hits.len(),
-                s.billing.log()
+                s.billing().log()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -162,7 +163,7 @@ struct Env {
 async fn start(backend: Backend, email: &str) -> Option<Env> {
     let c = SmtpCatcher::start().await;
     let env = env(&c.url());
-    let s = Stack::start(backend, Opts { front: false, env }).await?;
+    let s = billing_stack(backend, false, &env).await?;
     let (uid, key) = s.register(email).await;
     Some(Env { s, c, uid, key })
 }
@@ -171,7 +172,7 @@ async fn call(s: &Stack, method: &str, path: &str, key: &str, body: Option<Value
     let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
     let mut r = s
         .http
-        .request(m, format!("{}{path}", s.url))
+        .request(m, format!("{}{path}", s.billing().url))
         .header("X-API-Key", key);
     if let Some(b) = body {
         r = r.json(&b);
@@ -191,7 +192,7 @@ async fn count(db: &Db, sql: &str, a: Uuid) -> i64 {
 
 async fn endpoints(s: &Stack, account: Uuid) -> i64 {
     count(
-        &s.db,
+        &s.adb.db,
         "SELECT COUNT(*) FROM webhook_endpoints WHERE account_id = $1",
         account,
     )
@@ -256,7 +257,7 @@ async fn delivery_retry_resend_rotate(backend: Backend) {
     };
     // Room for more keys than the free tier's one.
     exec(
-        &s.db,
+        &s.adb.db,
         "UPDATE users SET tier = 'pro', charge_attempts = $2 WHERE id = $1",
         uid,
         0,
@@ -443,7 +444,7 @@ async fn delivery_retry_resend_rotate(backend: Backend) {
         "webhook_resent",
     ] {
         let n = count(
-            &s.db,
+            &s.adb.db,
             &format!(
                 "SELECT COUNT(*) FROM audit_events WHERE account_id = $1 AND action = '{action}'"
             ),
@@ -458,7 +459,7 @@ async fn delivery_retry_resend_rotate(backend: Backend) {
     assert_eq!(st, 404);
     assert_eq!(
         count(
-            &s.db,
+            &s.adb.db,
             "SELECT COUNT(*) FROM webhook_deliveries WHERE account_id = $1",
             uid
         )
@@ -467,10 +468,11 @@ async fn delivery_retry_resend_rotate(backend: Backend) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhook_is_signed_retried_resent_and_rotated() {
-    each_backend(delivery_retry_resend_rotate).await;
-}
+both_dbs!(
+    webhook_is_signed_retried_resent_and_rotated,
+    super::delivery_retry_resend_rotate,
+    2
+);
 
 /* ---------- roles ---------- */
 
@@ -481,8 +483,8 @@ async fn members_cannot_manage(backend: Backend) {
     else {
         return;
     };
-    let member = member_with_key(&s.db, uid, "m@example.com", "member").await;
-    let admin = member_with_key(&s.db, uid, "a@example.com", "admin").await;
+    let member = member_with_key(&s.adb.db, uid, "m@example.com", "member").await;
+    let admin = member_with_key(&s.adb.db, uid, "a@example.com", "admin").await;
     let r = Receiver::start(&[]).await;
     let (ep, _) = register_endpoint(&s, &owner, &r.url, json!(["*"])).await;
 
@@ -551,10 +553,11 @@ async fn members_cannot_manage(backend: Backend) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_cannot_manage_webhooks() {
-    each_backend(members_cannot_manage).await;
-}
+both_dbs!(
+    a_member_cannot_manage_webhooks,
+    super::members_cannot_manage,
+    2
+);
 
 /* ---------- alerts ---------- */
 
@@ -562,8 +565,8 @@ async fn alerts_once_per_crossing(backend: Backend) {
     let Some(Env { s, c, uid, key }) = start(backend, "quota@example.com").await else {
         return;
     };
-    member_with_key(&s.db, uid, "admin@example.com", "admin").await;
-    member_with_key(&s.db, uid, "member@example.com", "member").await;
+    member_with_key(&s.adb.db, uid, "admin@example.com", "admin").await;
+    member_with_key(&s.adb.db, uid, "member@example.com", "member").await;
     let r = Receiver::start(&[]).await;
     let (_, secret) = register_endpoint(
         &s,
@@ -573,7 +576,7 @@ async fn alerts_once_per_crossing(backend: Backend) {
     )
     .await;
     let set_used = |n: i64| {
-        let db = s.db.clone();
+        let db = s.adb.db.clone();
         async move {
             exec(
                 &db,
@@ -644,7 +647,7 @@ async fn alerts_once_per_crossing(backend: Backend) {
     assert_eq!(v["raised"][0]["alert"], "memory_quota:80", "{v}");
     assert_eq!(
         count(
-            &s.db,
+            &s.adb.db,
             "SELECT COUNT(*) FROM audit_events WHERE account_id = $1 AND action = 'alert_raised'",
             uid
         )
@@ -671,7 +674,7 @@ async fn alerts_once_per_crossing(backend: Backend) {
     // Requests refused by the rate limit in each of the last 5 minutes (the gateways' counts).
     let minute = chrono::Utc::now().timestamp() / 60 * 60;
     for i in 0..=6 {
-        with_db!(&s.db, p => sqlx::query(
+        with_db!(&s.adb.db, p => sqlx::query(
             "INSERT INTO usage_minutes (user_id, key_id, agent, route, status_class, minute_start, requests) VALUES ($1, $2, '', 'store', '429', $3, 3)")
             .bind(uid).bind(Uuid::new_v4()).bind(minute - 60 * i).execute(p).await.map(|_| ())).unwrap();
     }
@@ -695,7 +698,8 @@ async fn alerts_once_per_crossing(backend: Backend) {
     assert_eq!(r.hits().len(), 3, "raised once");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_alert_is_sent_once_per_crossing_by_mail_and_webhook() {
-    each_backend(alerts_once_per_crossing).await;
-}
+both_dbs!(
+    memory_alert_is_sent_once_per_crossing_by_mail_and_webhook,
+    super::alerts_once_per_crossing,
+    2
+);

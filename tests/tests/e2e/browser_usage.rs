@@ -13,22 +13,19 @@
 //! Needs `/usr/bin/chromium` and Node.js, as `browser.rs` does (`npm ci` in `tests/browser` when
 //! its node_modules are missing). Screenshots land in `tests/browser/artifacts/usage/`.
 
-mod gateway_support;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::browser::{ensure_node_modules, tail, CHROMIUM};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use gateway_support::{client, start_engine, start_gateway, ROOMY_TIERS};
 use serde_json::{json, Value};
-use stellar_tests::spawn::{free_addr, repo_root, Service, TempDir};
-
-const CHROMIUM: &str = "/usr/bin/chromium";
+use stellar_tests::harness::{browser_stack, client, ROOMY_TIERS};
+use stellar_tests::spawn::repo_root;
 
 /// The requests the flow asks for: (which key, method, path, route family). The free tier of
 /// `ROOMY_TIERS` has room for the keys the flow creates and never rate-limits them.
@@ -122,28 +119,6 @@ async fn driver(gateway: String) -> String {
     url
 }
 
-/// The browser driver's dependencies: `npm ci` once, when playwright-core is not installed.
-async fn npm_ci_once(dir: &Path) {
-    if dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        return;
-    }
-    let status = tokio::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .status()
-        .await
-        .expect("npm must be installed (apt-get install -y nodejs npm)");
-    assert!(status.success(), "npm ci in {} failed", dir.display());
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scoped_keys_and_usage_history_in_chromium() {
     assert!(
@@ -151,40 +126,13 @@ async fn scoped_keys_and_usage_history_in_chromium() {
         "{CHROMIUM} is missing: `apt-get install -y chromium` (the browser tests never download one)"
     );
     let dir = repo_root().join("tests").join("browser");
-    npm_ci_once(&dir).await;
+    ensure_node_modules(&dir).await;
 
-    let tmp = TempDir::new("browser-usage");
-    let db_url = format!("sqlite://{}/accounts.db", tmp.path().display());
-    let tiers_file = tmp.path().join("tiers.toml");
-    std::fs::write(&tiers_file, ROOMY_TIERS).expect("write tiers");
-    let engine = tokio::task::block_in_place(|| start_engine(&tmp));
-    let billing_addr = free_addr();
-    let billing = tokio::task::block_in_place(|| {
-        Service::start(
-            "stellar-billing",
-            &[
-                ("STELLAR_BILLING_ADDR", billing_addr.clone()),
-                ("STELLAR_BILLING_METRICS_ADDR", free_addr()),
-                ("STELLAR_DB_URL", db_url.clone()),
-                ("STELLAR_DATA_DIR", tmp.path().display().to_string()),
-                ("STELLAR_TIERS_FILE", tiers_file.display().to_string()),
-                ("STELLAR_AUTH_IMMEDIATE_KEY", "true".into()),
-                // Export and deletion reach the engine itself.
-                (
-                    "STELLAR_BILLING_ENGINE_URL",
-                    format!("http://{}", engine.addr),
-                ),
-                ("RUST_LOG", "info,sqlx=warn".into()),
-            ],
-            &format!("http://{billing_addr}/healthz"),
-        )
-    })
-    .expect("billing starts");
-    // Usage is flushed every second (gateway_support's gateway).
-    let gateway = tokio::task::block_in_place(|| {
-        start_gateway(&tmp, &db_url, &engine.addr, &billing_addr, ROOMY_TIERS, &[])
-    });
-    let public = gateway.url("");
+    // The harness's browser stack (billing's engine_url is the stack's engine; usage is
+    // flushed every second), billing without payment providers.
+    let s = browser_stack(ROOMY_TIERS, false, &[]).await;
+    let public = s.gw().url("");
+    let (engine, billing, gateway) = (s.engine(), &s.billing().svc, s.gw());
 
     let email = format!("usage-{}@example.com", uuid::Uuid::new_v4().simple());
     let registered: Value = client()
