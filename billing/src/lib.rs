@@ -52,6 +52,7 @@ pub mod key_scope;
 pub mod mail;
 pub mod metrics;
 pub mod money;
+pub mod openapi;
 pub mod providers;
 pub mod routes;
 pub mod scheduler;

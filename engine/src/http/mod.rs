@@ -5,6 +5,7 @@
 //! kind become responses in `error`; unknown routes and methods answer like FastAPI.
 
 mod analysis;
+pub mod openapi;
 mod error;
 mod sse;
 mod validate;
