@@ -120,58 +120,88 @@ pub struct StoreInput {
     pub auto_evaluate: bool,
 }
 
-#[derive(Debug, Serialize)]
+/// `POST /api/v1/store`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Stored {
     pub id: Uuid,
+    #[schema(maximum = 4)]
     pub zone: u8,
     pub score: f64,
 }
 
-#[derive(Debug, Serialize)]
+/// One hit of a recall, ranked by relevance.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RecallItem {
     pub id: Uuid,
     pub content: String,
+    #[schema(maximum = 4)]
     pub zone: u8,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub importance: f64,
+    #[schema(minimum = 0)]
     pub recall_count: i64,
+    /// The memory's emotion vector; `null` for a neutral memory.
+    #[schema(required = true)]
     pub emotion: Option<Emotion>,
 }
 
-#[derive(Debug, Serialize)]
+/// One memory of `GET /api/v1/memories`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListItem {
     pub id: Uuid,
+    /// The first 200 characters of the content.
+    #[schema(max_length = 200)]
     pub content: String,
+    #[schema(maximum = 4)]
     pub zone: u8,
     pub score: f64,
+    #[schema(minimum = 0)]
     pub recall_count: i64,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub importance: f64,
+    /// Unix seconds.
     pub created_at: f64,
 }
 
-#[derive(Debug, Serialize)]
+/// `GET /api/v1/memories`'s answer: one page, sorted by score, highest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListPage {
+    /// How many memories match (the zone filter), over all pages.
     pub total: usize,
     pub items: Vec<ListItem>,
 }
 
-#[derive(Debug, Serialize)]
+/// One entry of `GET /api/v1/timeline`, in time order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TimelineItem {
+    /// When the memory was stored, in Unix seconds.
     pub timestamp: f64,
     pub memory_id: Uuid,
     pub content: String,
+    #[schema(maximum = 4)]
     pub zone: u8,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub importance: f64,
+    #[schema(required = true)]
     pub emotion: Option<Emotion>,
 }
 
-#[derive(Debug, Serialize)]
+/// `GET /api/v1/stats`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = MemoryStats)]
 pub struct Stats {
     pub total_memories: usize,
+    /// Memories per zone, `"0"` to `"4"`.
+    #[schema(schema_with = crate::http::schemas::zone_counts)]
     pub zones: BTreeMap<String, usize>,
+    /// Capacity per zone, `"0"` to `"4"`; `null` is unbounded.
+    #[schema(schema_with = crate::http::schemas::zone_capacities)]
     pub capacities: BTreeMap<String, Option<usize>>,
 }
 
-#[derive(Debug, Serialize)]
+/// `GET /api/v1/health`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = EngineHealth)]
 pub struct Health {
     pub healthy: bool,
     pub total_memories: usize,

@@ -44,7 +44,7 @@ pub struct ScoreInputs {
 
 /// A tenant's score weights, under the original's names (`w_arbitrary` is the importance
 /// weight). Serialised in the original's key order.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Weights {
     pub w_recall: f64,
     pub w_freshness: f64,
@@ -107,13 +107,21 @@ pub fn round4(x: f64) -> f64 {
 }
 
 /// The six-emotion vector of the original (`joy`, `sadness`, …), each in [0, 1].
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize, Default, utoipa::ToSchema,
+)]
 pub struct Emotion {
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub joy: f64,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub sadness: f64,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub anger: f64,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub fear: f64,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub surprise: f64,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub disgust: f64,
 }
 

@@ -207,7 +207,7 @@ pub struct BenchmarkParams {
 }
 
 /// `POST /api/v1/benchmark`'s answer, fields in the original's order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BenchmarkReport {
     pub recall_at_5: f64,
     pub recall_at_10: f64,

@@ -43,7 +43,7 @@ pub struct Patterns {
 }
 
 /// `POST /api/v1/optimize`'s answer, fields in the original's order.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct OptimizeReport {
     pub before_weights: Weights,
     pub after_weights: Weights,

@@ -20,14 +20,20 @@ const MAX_COVERAGE: usize = 30;
 const FRESHNESS_SPAN_SECS: f64 = 86_400.0;
 
 /// `GET /api/v1/introspect`'s answer, fields in the original's order.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Introspection {
     pub topic: String,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub confidence: f64,
+    /// Tags, then significant words, at most 30.
+    #[schema(max_items = 30)]
     pub coverage: Vec<String>,
     pub gaps: Vec<String>,
     pub memory_count: usize,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub avg_freshness: f64,
+    /// Recalled memories per zone (only zones that hold some).
+    #[schema(schema_with = crate::http::schemas::zone_distribution)]
     pub zone_distribution: BTreeMap<String, usize>,
 }
 

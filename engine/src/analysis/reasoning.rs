@@ -31,22 +31,28 @@ const NEGATION_PATTERNS: [(&str, &str); 7] = [
 ];
 
 /// One contradiction between two memories.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Contradiction {
+    #[schema(format = Uuid)]
     pub memory_a_id: String,
+    #[schema(format = Uuid)]
     pub memory_b_id: String,
     pub description: String,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub severity: f64,
 }
 
 /// `POST /api/v1/reason`'s answer, fields in the original's order.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Reasoning {
     pub query: String,
     pub insights: Vec<String>,
     pub contradictions: Vec<Contradiction>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub confidence: f64,
     pub reasoning_chain: Vec<String>,
+    /// How many recalled memories the reasoner read (at most 10).
+    #[schema(maximum = 10)]
     pub source_count: usize,
 }
 

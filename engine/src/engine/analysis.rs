@@ -28,10 +28,13 @@ pub const BENCHMARK_BUDGET: Duration = Duration::from_secs(10);
 const NOT_INITIALIZED: &str = "Self-learning is not initialized";
 
 /// `GET /api/v1/recall/confident`'s answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConfidentRecall {
     pub memories: Vec<super::RecallItem>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub confidence: f64,
+    /// `null`, or why the answer should not be trusted (low confidence, nothing found).
+    #[schema(required = true)]
     pub warning: Option<String>,
 }
 

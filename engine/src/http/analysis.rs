@@ -3,6 +3,10 @@
 //! the benchmark. Parameters, defaults and validation are the original's; the work is in
 //! `engine::analysis` and `crate::analysis`.
 
+use super::schemas::{
+    self, BodyErrors, ConfidentQuery, ContradictionsQuery, HTTPError, IntrospectQuery, QueryErrors,
+    StorageErrors, TenantHeaders, WeightsAnswer,
+};
 use super::validate::{self, Fields, Query};
 use super::{read_body, tenant, text_and_count, ApiError, AppState};
 use crate::analysis::benchmark::BenchmarkParams;
@@ -12,7 +16,6 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -41,6 +44,11 @@ fn text_and_int(
 /// `GET /api/v1/introspect?topic=…&depth=1`. `depth` is how far the original walks its memory
 /// graph for gaps; validated as there, and without a graph it changes nothing (as in the
 /// original's default install, whose graph stays empty).
+#[utoipa::path(get, path = "/api/v1/introspect", tag = "analysis", params(TenantHeaders, IntrospectQuery),
+    responses((status = 200, description = "What the memories recalled for the topic cover.",
+        body = crate::analysis::metacognition::Introspection), QueryErrors,
+        (status = 409, description = "A recalled memory has `metadata.tags` that cannot be read.", body = HTTPError),
+        StorageErrors))]
 async fn introspect(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -53,6 +61,9 @@ async fn introspect(
 
 /// `GET /api/v1/recall/confident?query=…&top_k=5`. Unlike `/recall`, the original does not cap
 /// `top_k`; a zero or negative `top_k` recalls nothing.
+#[utoipa::path(get, path = "/api/v1/recall/confident", tag = "analysis", params(TenantHeaders, ConfidentQuery),
+    responses((status = 200, description = "A recall with a confidence and, when low, a warning.",
+        body = crate::engine::ConfidentRecall), QueryErrors, StorageErrors))]
 async fn recall_confident(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -68,6 +79,11 @@ async fn recall_confident(
 }
 
 /// `POST /api/v1/optimize` (no body): 400 until the tenant has 50 logged recalls.
+#[utoipa::path(post, path = "/api/v1/optimize", tag = "analysis", params(TenantHeaders),
+    responses((status = 200, description = "The weights before and after; applied only if no worse.",
+        body = crate::analysis::learning::OptimizeReport),
+        (status = 400, description = "`Need at least 50 recall logs, got N`.", body = HTTPError),
+        StorageErrors))]
 async fn optimize(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let report = state.engine.optimize(&tenant(&headers)).await?;
     Ok(Json(report).into_response())
@@ -75,15 +91,23 @@ async fn optimize(State(state): State<AppState>, headers: HeaderMap) -> Result<R
 
 /// `POST /api/v1/rollback-weights` (no body): `{"weights": {...}}`, or 400 before the tenant's
 /// first optimize.
+#[utoipa::path(post, path = "/api/v1/rollback-weights", tag = "analysis", params(TenantHeaders),
+    responses((status = 200, description = "The weights now in use.", body = WeightsAnswer),
+        (status = 400, description = "`Self-learning is not initialized` (before the tenant's first optimize).", body = HTTPError),
+        StorageErrors))]
 async fn rollback_weights(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let weights = state.engine.rollback_weights(&tenant(&headers)).await?;
-    Ok(Json(json!({ "weights": weights })).into_response())
+    Ok(Json(WeightsAnswer { weights }).into_response())
 }
 
 /// `POST /api/v1/reason` with `{"query": …, "max_sources": 10}` (1–50).
+#[utoipa::path(post, path = "/api/v1/reason", tag = "analysis", params(TenantHeaders),
+    request_body(content = schemas::ReasonRequest, content_type = "application/json"),
+    responses((status = 200, description = "Rule-based insights over the recalled memories.",
+        body = crate::analysis::reasoning::Reasoning), BodyErrors, StorageErrors))]
 async fn reason(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -99,6 +123,9 @@ async fn reason(
 }
 
 /// `GET /api/v1/contradictions[?scope=…]`.
+#[utoipa::path(get, path = "/api/v1/contradictions", tag = "analysis", params(TenantHeaders, ContradictionsQuery),
+    responses((status = 200, description = "Pairs of memories that seem to contradict each other.",
+        body = Vec<crate::analysis::reasoning::Contradiction>), StorageErrors))]
 async fn contradictions(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -116,6 +143,13 @@ async fn contradictions(
 
 /// `POST /api/v1/benchmark` with `{"queries": 100 (1–1000), "dataset": "standard", "seed": 42}`
 /// (the body is required, even if empty: `{}`).
+#[utoipa::path(post, path = "/api/v1/benchmark", tag = "analysis", params(TenantHeaders),
+    request_body(content = schemas::BenchmarkRequest, content_type = "application/json"),
+    responses((status = 200, description = "Recall quality and latencies on a scratch copy of the tenant's space.",
+        body = crate::analysis::benchmark::BenchmarkReport), BodyErrors,
+        (status = 429, description = "Another benchmark is running.", body = HTTPError,
+            headers(("Retry-After" = i64, description = "Always 5 (seconds)."))),
+        StorageErrors))]
 async fn benchmark(
     State(state): State<AppState>,
     headers: HeaderMap,

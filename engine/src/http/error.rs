@@ -30,14 +30,24 @@ impl From<EngineError> for ApiError {
 
 /// One validation error item, fields in FastAPI's order. `loc` mixes strings and indexes, as
 /// pydantic's does.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ValidationError)]
 pub struct ValidationItem {
+    /// pydantic's error type: `missing`, `string_too_short`, `int_parsing`, `json_invalid`, …
     #[serde(rename = "type")]
     pub kind: String,
+    /// Where: `["body", field]`, `["query", name]`, `["body"]`, or `["body", offset]` for JSON
+    /// that does not parse.
+    #[schema(schema_with = super::schemas::validation_loc)]
     pub loc: Vec<Value>,
     pub msg: String,
+    /// The offending value (`null` for a missing query parameter, the whole body for a missing
+    /// field).
+    #[schema(schema_with = super::schemas::any_value)]
     pub input: Value,
+    /// The rule that failed, e.g. `{"ge": 0.0}`, `{"min_length": 1}`, `{"error": "…"}`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, nullable = false)]
     pub ctx: Option<Value>,
 }
 

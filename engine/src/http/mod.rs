@@ -5,8 +5,9 @@
 //! kind become responses in `error`; unknown routes and methods answer like FastAPI.
 
 mod analysis;
-pub mod openapi;
 mod error;
+pub mod openapi;
+pub(crate) mod schemas;
 mod sse;
 mod validate;
 
@@ -28,6 +29,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 pub use error::ApiError;
+use schemas::{
+    BodyErrors, HTTPError, MemoriesQuery, Narrative, QueryErrors, RecallQuery, Removed,
+    StorageErrors, TenantHeaders, TimelineQuery,
+};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,7 +70,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/health", get(health))
         .route("/api/v1/events", get(sse::events))
-        .merge(analysis::routes());
+        .merge(analysis::routes())
+        .route("/openapi.json", get(openapi::serve));
     if state.test_clock.is_some() {
         r = r
             .route("/_test/clock/advance", post(test_advance))
@@ -196,6 +202,10 @@ async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, Ap
     Ok(buf.into())
 }
 
+#[utoipa::path(post, path = "/api/v1/store", tag = "memory", params(TenantHeaders),
+    request_body(content = schemas::StoreRequest, content_type = "application/json"),
+    responses((status = 200, description = "Stored and placed in a zone.", body = crate::engine::Stored),
+        BodyErrors, StorageErrors))]
 async fn store(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -229,6 +239,9 @@ async fn store(
     Ok(Json(stored).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/recall", tag = "memory", params(TenantHeaders, RecallQuery),
+    responses((status = 200, description = "Hits ranked by relevance; each hit's `recall_count` goes up.",
+        body = Vec<crate::engine::RecallItem>), QueryErrors, StorageErrors))]
 async fn recall(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -249,6 +262,11 @@ async fn recall(
     Ok(Json(items).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/v1/forget/{id}", tag = "memory",
+    params(("id" = String, Path, description = "The memory's id (a UUID; anything else is a 404)."), TenantHeaders),
+    responses((status = 200, description = "Forgotten.", body = Removed),
+        (status = 404, description = "`Memory not found` (unknown id, or not a UUID).", body = HTTPError),
+        StorageErrors))]
 async fn forget(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -258,12 +276,15 @@ async fn forget(
         return Err(ApiError::NotFound("Memory not found"));
     };
     if state.engine.forget(&tenant(&headers), &id).await? {
-        Ok(Json(json!({"removed": true})).into_response())
+        Ok(Json(Removed { removed: true }).into_response())
     } else {
         Err(ApiError::NotFound("Memory not found"))
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/memories", tag = "memory", params(TenantHeaders, MemoriesQuery),
+    responses((status = 200, description = "One page, sorted by score, highest first.", body = crate::engine::ListPage),
+        QueryErrors))]
 async fn memories(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -283,6 +304,9 @@ async fn memories(
     Ok(Json(page).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/timeline", tag = "memory", params(TenantHeaders, TimelineQuery),
+    responses((status = 200, description = "Memories stored in the range, in time order.",
+        body = Vec<crate::engine::TimelineItem>), QueryErrors))]
 async fn timeline(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -329,6 +353,10 @@ async fn text_and_count(
     Ok((text, count as usize))
 }
 
+#[utoipa::path(post, path = "/api/v1/narrate", tag = "memory", params(TenantHeaders),
+    request_body(content = schemas::NarrateRequest, content_type = "application/json"),
+    responses((status = 200, description = "A summary stitched from the most relevant memories.", body = Narrative),
+        BodyErrors))]
 async fn narrate(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -336,13 +364,18 @@ async fn narrate(
 ) -> Result<Response, ApiError> {
     let (topic, limit) = text_and_count(&state, &headers, body, ("topic", "limit")).await?;
     let narrative = state.engine.narrate(&tenant(&headers), &topic, limit);
-    Ok(Json(json!({ "narrative": narrative })).into_response())
+    Ok(Json(Narrative { narrative }).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/stats", tag = "status", params(TenantHeaders),
+    responses((status = 200, description = "The tenant's memories per zone.", body = crate::engine::Stats)))]
 async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Response {
     Json(state.engine.stats(&tenant(&headers))).into_response()
 }
 
+#[utoipa::path(get, path = "/api/v1/health", tag = "status", params(TenantHeaders),
+    responses((status = 200, description = "Always 200; `healthy` is false when the database is unreachable or the last write failed.",
+        body = crate::engine::Health)))]
 async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
     Json(state.engine.health(&tenant(&headers)).await).into_response()
 }

@@ -17,6 +17,10 @@ fn frame(json: &str) -> Bytes {
     Bytes::from(format!("data: {json}\n\n"))
 }
 
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(super::schemas::TenantHeaders),
+    responses((status = 200, description = "Server-Sent Events for the tenant's changes: `data: <EventFrame JSON>` frames separated by a blank line, a heartbeat frame when idle; the stream ends when the server shuts down.",
+        content_type = "text/event-stream", body = String,
+        headers(("Cache-Control" = String, description = "`no-cache`")))))]
 pub async fn events(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let rx = state.engine.subscribe(&tenant(&headers));
     let heartbeat = state.heartbeat;
