@@ -18,21 +18,34 @@ use uuid::Uuid;
 const MAX_EXPIRY_DAYS: i64 = 3650;
 
 /// The scope fields of a create or update request. On update, an absent field keeps its value
-/// and `null` clears it.
-#[derive(Debug, Default, Deserialize)]
+/// and `null` clears it. Unknown fields are refused (422): a misspelt restriction never yields
+/// a broader key.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeFields {
+    /// 1–100 printable characters (create: default "Default").
     #[serde(default)]
+    #[schema(nullable = false)]
     pub name: Option<String>,
+    /// The key may only read.
     #[serde(default)]
+    #[schema(nullable = false)]
     pub read_only: Option<bool>,
+    /// Bind the key to this agent: 1–64 of `A-Z a-z 0-9 . _ : -`; `null` clears.
     #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<String>)]
     pub agent: Option<Option<String>>,
+    /// RFC 3339, in the future, within 10 years; `null` clears.
     #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
     pub expires_at: Option<Option<DateTime<Utc>>>,
+    /// Instead of `expires_at`: seconds from now.
     #[serde(default)]
+    #[schema(nullable = false)]
     pub expires_in_secs: Option<i64>,
+    /// The key's own requests per minute, 1 to the tier's; `null` clears.
     #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<i64>)]
     pub requests_per_minute: Option<Option<i64>>,
 }
 

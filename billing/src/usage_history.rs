@@ -12,14 +12,14 @@ use uuid::Uuid;
 pub const MINUTES_KEPT_SECS: i64 = 48 * 3600;
 pub const HOURS_KEPT_SECS: i64 = 90 * 86_400;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Granularity {
     Minute,
     Hour,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum GroupBy {
     Key,
@@ -28,13 +28,20 @@ pub enum GroupBy {
 }
 
 /// The query of `GET /auth/usage/history`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Query {
+    /// Unix seconds or RFC 3339, aligned to the granularity (default: 24 hours, or 1 hour by
+    /// minute, before `to`).
     pub from: Option<String>,
+    /// Unix seconds or RFC 3339, exclusive (default: now); at most 5000 buckets.
     pub to: Option<String>,
+    /// `hour` (default) or `minute`.
     pub granularity: Option<Granularity>,
+    /// `key` (the key's id), `agent` or `route`; default none (group `all`).
     pub group_by: Option<GroupBy>,
-    /// `csv` for a CSV export; JSON otherwise.
+    /// `json` (default) or `csv` (for a CSV export; JSON otherwise).
+    #[param(pattern = "^(json|csv)$")]
     pub format: Option<String>,
 }
 

@@ -78,13 +78,20 @@ impl Default for Thresholds {
     }
 }
 
-/// A `PUT /auth/alerts` body: absent fields keep their value.
-#[derive(Debug, Default, Deserialize)]
+/// A `PUT /auth/alerts` body: absent fields keep their value; `[]` or 0 turns an alert off.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ThresholdsUpdate {
+    /// At most 5 percentages of the plan's memory quota, each 1–100.
+    #[schema(nullable = false, max_items = 5)]
     pub memory_percent: Option<Vec<u32>>,
+    /// 0–60.
+    #[schema(nullable = false, maximum = 60)]
     pub rate_limited_minutes: Option<u32>,
+    /// 0–365.
+    #[schema(nullable = false, maximum = 365)]
     pub key_expiring_days: Option<u32>,
+    #[schema(nullable = false)]
     pub payment_failed: Option<bool>,
 }
 

@@ -4,6 +4,7 @@ use crate::accounts::{self, Revoked};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, Auth, JsonBody, QueryParams, RawBody};
 use crate::key_scope::{self, ScopeFields};
+use crate::openapi::schemas as s;
 use crate::state::AppState;
 use crate::usage_history;
 use axum::extract::{Path, State};
@@ -16,6 +17,8 @@ use serde_json::{json, Value};
 use stellar_common::accounts::KeyScope;
 use uuid::Uuid;
 
+#[utoipa::path(get, path = "/auth/api-keys", tag = "Accounts and keys", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    responses((status = 200, description = "The account's keys, active first, newest first.", body = s::ApiKeyList)))]
 pub async fn list_keys(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     let keys = accounts::list_keys(&st.db, auth.user_id).await?;
     Ok(Json(json!({ "keys": keys })))
@@ -50,6 +53,13 @@ fn key_json(info: &accounts::KeyInfo, plaintext: Option<&str>) -> Value {
     v
 }
 
+#[utoipa::path(post, path = "/auth/api-keys", tag = "Accounts and keys", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    request_body(content = Option<crate::key_scope::ScopeFields>,
+        description = "Optional: no body is the name \"Default\" and an unrestricted key."),
+    responses(
+        (status = 201, description = "The key, shown once.", body = s::NewApiKey),
+        (status = 403, description = "The tier's key limit is reached.", body = s::ApiErrorBody),
+        (status = 422, description = "An invalid name or scope, or an unknown field.", body = s::ApiErrorBody)))]
 pub async fn create_key(
     State(st): State<AppState>,
     auth: Auth,
@@ -77,6 +87,13 @@ pub async fn create_key(
 }
 
 /// `PATCH /auth/api-keys/{id}`: change a key's name or scope; gateways apply it within a second.
+#[utoipa::path(patch, path = "/auth/api-keys/{id}", tag = "Accounts and keys", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])), params(("id" = Uuid, Path, description = "The key's id (anything else is 404).")),
+    request_body = crate::key_scope::ScopeFields,
+    responses(
+        (status = 200, description = "The key as listed; gateways apply the change within a second.", body = s::ApiKeyInfo),
+        (status = 403, description = "A member changing a key someone else created.", body = s::ApiErrorBody),
+        (status = 404, description = "Not a key of the account.", body = s::ApiErrorBody),
+        (status = 422, description = "An invalid name or scope, or an unknown field.", body = s::ApiErrorBody)))]
 pub async fn update_key(
     State(st): State<AppState>,
     auth: Auth,
@@ -114,6 +131,12 @@ pub async fn update_key(
 pub const LAST_KEY_DETAIL: &str =
     "This is your last active key; rotate it instead (POST /auth/api-keys/{id}/rotate)";
 
+#[utoipa::path(delete, path = "/auth/api-keys/{id}", tag = "Accounts and keys", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])), params(("id" = Uuid, Path, description = "The key's id (anything else is 404).")),
+    responses(
+        (status = 200, description = "Revoked (also for a key already revoked).", body = s::Revoked),
+        (status = 403, description = "A member revoking a key someone else created.", body = s::ApiErrorBody),
+        (status = 404, description = "Not a key of the account.", body = s::ApiErrorBody),
+        (status = 409, description = "The account's last active key: rotate it instead (nothing changes).", body = s::ApiErrorBody)))]
 pub async fn revoke_key(
     State(st): State<AppState>,
     auth: Auth,
@@ -141,13 +164,21 @@ pub async fn revoke_key(
 
 /// Revoke a key and issue its replacement (same name) in one step: allowed at the tier's key
 /// limit, and the way to replace the last key.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct RotateBody {
     /// Seconds the old key keeps working (default 0: revoked at once; at most 30 days).
     #[serde(default)]
+    #[schema(nullable = false, minimum = 0, maximum = 2592000)]
     overlap_secs: Option<i64>,
 }
 
+#[utoipa::path(post, path = "/auth/api-keys/{id}/rotate", tag = "Accounts and keys", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])), params(("id" = Uuid, Path, description = "The key's id (anything else is 404).")),
+    request_body(content = Option<RotateBody>, description = "Optional (an unreadable body is ignored)."),
+    responses(
+        (status = 201, description = "Key `id` is revoked (after `overlap_secs`) and its replacement issued, shown once.", body = s::KeyRotated),
+        (status = 403, description = "A member rotating a key someone else created.", body = s::ApiErrorBody),
+        (status = 404, description = "Not an active key of the account.", body = s::ApiErrorBody),
+        (status = 422, description = "`overlap_secs` out of range.", body = s::ApiErrorBody)))]
 pub async fn rotate_key(
     State(st): State<AppState>,
     auth: Auth,
@@ -188,6 +219,8 @@ pub async fn rotate_key(
     ))
 }
 
+#[utoipa::path(get, path = "/auth/usage", tag = "Accounts and keys", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    responses((status = 200, description = "The account's plan and its use.", body = s::Usage)))]
 pub async fn usage(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     let user = accounts::user_by_id(&st.db, auth.user_id)
         .await?
@@ -212,6 +245,12 @@ pub async fn usage(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Val
     })))
 }
 
+#[utoipa::path(get, path = "/auth/usage/history", tag = "Accounts and keys", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    params(usage_history::Query),
+    responses(
+        (status = 200, description = "Without parameters: requests per hour over the last 24 hours. With any: the usage history, as JSON or (`format=csv`) a CSV attachment `start,group,status_class,requests`.",
+            content((s::UsageHistory = "application/json"), (String = "text/csv"))),
+        (status = 422, description = "A malformed or out-of-range parameter (named).", body = s::ApiErrorBody)))]
 pub async fn usage_history(
     State(st): State<AppState>,
     auth: Auth,

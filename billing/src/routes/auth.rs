@@ -7,6 +7,7 @@ use crate::extract::{client, Auth, JsonBody, Via};
 use crate::identity::audit::{action, Event};
 use crate::identity::flows::{self, Client};
 use crate::identity::{people, sessions, IdTx};
+use crate::openapi::schemas as s;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::request::Parts;
@@ -31,8 +32,9 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientInfo {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct EmailBody {
+    /// Compared trimmed and lower-cased.
     email: String,
 }
 
@@ -57,6 +59,15 @@ pub fn accepted() -> (StatusCode, Json<Value>) {
     (StatusCode::ACCEPTED, Json(json!({ "detail": CHECK_MAIL })))
 }
 
+#[utoipa::path(post, path = "/auth/register", tag = "Accounts and keys",
+    request_body = EmailBody,
+    responses(
+        (status = 201, description = "With `auth.immediate_key`: the new account and its first key (shown once).", body = s::Registered),
+        (status = 202, description = "Verified sign-up (the default): the same answer for every valid address, new or known; a link is mailed.", body = s::CheckMail),
+        (status = 409, description = "With `auth.immediate_key`: the address has an account (no key is issued).", body = s::ApiErrorBody),
+        (status = 422, description = "An invalid e-mail address, or a body of the wrong shape.", body = s::ApiErrorBody),
+        (status = 429, description = "An abuse limit (per client IP, or mails per address).", body = s::ApiErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait.")))))]
 pub async fn register(
     State(st): State<AppState>,
     ClientInfo(c): ClientInfo,
@@ -94,6 +105,13 @@ pub async fn register(
     }
 }
 
+#[utoipa::path(post, path = "/auth/sign-in", tag = "People",
+    request_body = EmailBody,
+    responses(
+        (status = 202, description = "The same answer for every valid address; a sign-in link is mailed when the address is a member of some account.", body = s::CheckMail),
+        (status = 422, description = "An invalid e-mail address, or a body of the wrong shape.", body = s::ApiErrorBody),
+        (status = 429, description = "An abuse limit (per client IP, or mails per address).", body = s::ApiErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait.")))))]
 pub async fn sign_in(
     State(st): State<AppState>,
     ClientInfo(c): ClientInfo,
@@ -110,7 +128,7 @@ pub async fn sign_in(
     Ok(accepted())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct TokenBody {
     token: String,
 }
@@ -119,6 +137,15 @@ fn secure(st: &AppState) -> bool {
     sessions::secure_cookies(st.settings.public_url())
 }
 
+#[utoipa::path(post, path = "/auth/link", tag = "People",
+    request_body(content = TokenBody, description = "The token from the mailed link's fragment (`#token=…`)."),
+    responses(
+        (status = 200, description = "Signed in: the session cookie is set (`Cache-Control: no-store`).", body = s::LinkOpened,
+            headers(("Set-Cookie" = String, description = "`stellar_session=<token>; HttpOnly; SameSite=Lax; Path=/; Max-Age=…` (plus `Secure` unless the public URL is on a loopback host)."))),
+        (status = 400, description = "An unknown or malformed token.", body = s::ApiErrorBody),
+        (status = 403, description = "An invitation whose seat is gone (the plan's `max_members` reached).", body = s::ApiErrorBody),
+        (status = 410, description = "The link has expired, or has already been used.", body = s::ApiErrorBody),
+        (status = 422, description = "A body of the wrong shape.", body = s::ApiErrorBody)))]
 pub async fn open_link(
     State(st): State<AppState>,
     ClientInfo(c): ClientInfo,
@@ -185,6 +212,10 @@ async fn session_json(st: &AppState, auth: &Auth, headers: &HeaderMap) -> ApiRes
     }))
 }
 
+#[utoipa::path(get, path = "/auth/session", tag = "People", security(("Session" = [])),
+    responses(
+        (status = 200, description = "The caller's session and every membership of its address.", body = s::Session),
+        (status = 401, description = "No live session (also for a request with a key).", body = s::ApiErrorBody)))]
 pub async fn session(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -193,11 +224,19 @@ pub async fn session(
     session_json(&st, &auth, &headers).await.map(Json)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct SwitchBody {
+    /// One of the address's memberships (`accounts` of `GET /auth/session`).
     account_id: Uuid,
 }
 
+#[utoipa::path(post, path = "/auth/session/account", tag = "People", security(("Session" = [])),
+    request_body = SwitchBody,
+    responses(
+        (status = 200, description = "The session, now acting in that account.", body = s::Session),
+        (status = 401, description = "No live session (also for a request with a key).", body = s::ApiErrorBody),
+        (status = 404, description = "The address is not a member of that account.", body = s::ApiErrorBody),
+        (status = 422, description = "A body of the wrong shape.", body = s::ApiErrorBody)))]
 pub async fn switch_account(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -246,6 +285,11 @@ async fn end_session(st: &AppState, auth: &Auth, id: Uuid, what: &'static str) -
     Ok(ended)
 }
 
+#[utoipa::path(post, path = "/auth/sign-out", tag = "People", security(("Session" = [])),
+    responses(
+        (status = 200, description = "The session is ended and its cookie cleared.", body = s::SignedOut,
+            headers(("Set-Cookie" = String, description = "The session cookie with `Max-Age=0`."))),
+        (status = 401, description = "Not signed in (also for a request with a key).", body = s::ApiErrorBody)))]
 pub async fn sign_out(State(st): State<AppState>, auth: Auth) -> ApiResult<Response> {
     let Via::Session { id } = auth.via else {
         return Err(ApiError::Unauthorized("Not signed in"));
@@ -257,6 +301,8 @@ pub async fn sign_out(State(st): State<AppState>, auth: Auth) -> ApiResult<Respo
     ))
 }
 
+#[utoipa::path(get, path = "/auth/sessions", tag = "People", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    responses((status = 200, description = "The caller's own sessions in this account (with a key: the key creator's).", body = s::SessionList)))]
 pub async fn list_sessions(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     let list = sessions::list(
         &st.db,
@@ -268,6 +314,11 @@ pub async fn list_sessions(State(st): State<AppState>, auth: Auth) -> ApiResult<
     Ok(Json(json!({ "sessions": list })))
 }
 
+#[utoipa::path(delete, path = "/auth/sessions/{id}", tag = "People", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    params(("id" = Uuid, Path, description = "The session's id (anything else is 404).")),
+    responses(
+        (status = 200, description = "The session is ended.", body = s::Revoked),
+        (status = 404, description = "Not one of the caller's sessions.", body = s::ApiErrorBody)))]
 pub async fn revoke_session(
     State(st): State<AppState>,
     auth: Auth,

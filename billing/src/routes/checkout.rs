@@ -7,6 +7,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, JsonBody, MaybeAuth, QueryParams};
 use crate::identity::flows::{self, Client};
 use crate::identity::Role;
+use crate::openapi::schemas as s;
 use crate::providers::{CheckoutRequest, Provider};
 use crate::routes::auth::{accepted, limit, ClientInfo, CHECK_MAIL};
 use crate::state::AppState;
@@ -20,6 +21,8 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use stellar_common::Tier;
 
+#[utoipa::path(get, path = "/billing/tiers", tag = "Plans and checkout",
+    responses((status = 200, description = "The plans, and which providers are configured.", body = s::Tiers)))]
 pub async fn tiers(State(st): State<AppState>) -> Json<Value> {
     let p = &st.providers;
     Json(json!({
@@ -32,8 +35,10 @@ pub async fn tiers(State(st): State<AppState>) -> Json<Value> {
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CheckoutBody {
+    /// A paid tier's name (`GET /billing/tiers`).
     pub(super) tier: String,
     /// Required without an API key; with one, optional and then the key's account's e-mail.
     #[serde(default)]
@@ -240,6 +245,20 @@ pub(super) async fn start_checkout(
     }
 }
 
+#[utoipa::path(post, path = "/billing/{provider}/checkout", tag = "Plans and checkout", security((), ("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    params(("provider" = s::PaymentProvider, Path, description = "`lemonsqueezy`, `stripe` or `toss` (another is 404).")),
+    request_body = CheckoutBody,
+    responses(
+        (status = 200, description = "The provider's checkout (`Cache-Control: no-store`), with `api_key` when the checkout created the account (immediate keys).", body = s::Checkout),
+        (status = 202, description = "Without a key or session (verified sign-up): nothing is started, a link is mailed.", body = s::CheckMail),
+        (status = 403, description = "The e-mail is not the key's account's, or the caller is not the account's owner.", body = s::ApiErrorBody),
+        (status = 404, description = "An unknown payment provider.", body = s::ApiErrorBody),
+        (status = 409, description = "Without a key: the e-mail has an account (nothing is asked or written).", body = s::ApiErrorBody),
+        (status = 422, description = "An unknown or free tier, a missing or invalid e-mail.", body = s::ApiErrorBody),
+        (status = 429, description = "Without a key or session (verified sign-up): an abuse limit of the mailed link.", body = s::ApiErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 502, description = "The provider refused, or answered without a usable checkout URL (nothing is created).", body = s::ApiErrorBody),
+        (status = 503, description = "The provider is not configured.", body = s::ApiErrorBody)))]
 pub async fn checkout_json(
     State(st): State<AppState>,
     Path(provider): Path<String>,
@@ -317,6 +336,20 @@ document.getElementById("copy-key").addEventListener("click", async (e) => {{
 
 /// The GET form the landing page can link to: 303 to the provider's checkout; for an e-mail
 /// without an account, a page with the new account's key (shown once) and a link onwards.
+#[utoipa::path(get, path = "/billing/{provider}/checkout", tag = "Plans and checkout", security((), ("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    params(("provider" = s::PaymentProvider, Path, description = "`lemonsqueezy`, `stripe` or `toss` (another is 404)."), CheckoutBody),
+    responses(
+        (status = 200, description = "For an e-mail without an account (immediate keys): a page with the new account's key (shown once) and a link on to the checkout.", body = String, content_type = "text/html"),
+        (status = 303, description = "To the provider's checkout; without a key or session (verified sign-up), to `/?checkout=sign-in&provider=…&tier=…`.",
+            headers(("Location" = String, description = "Where to go."))),
+        (status = 403, description = "The e-mail is not the key's account's, or the caller is not the account's owner.", body = s::ApiErrorBody),
+        (status = 404, description = "An unknown payment provider.", body = s::ApiErrorBody),
+        (status = 409, description = "Without a key: the e-mail has an account (nothing is asked or written).", body = s::ApiErrorBody),
+        (status = 422, description = "An unknown or free tier, a missing or invalid e-mail.", body = s::ApiErrorBody),
+        (status = 429, description = "Without a key or session (verified sign-up): an abuse limit of the mailed link.", body = s::ApiErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 502, description = "The provider refused, or answered without a usable checkout URL (nothing is created).", body = s::ApiErrorBody),
+        (status = 503, description = "The provider is not configured.", body = s::ApiErrorBody)))]
 pub async fn checkout_redirect(
     State(st): State<AppState>,
     Path(provider): Path<String>,
@@ -344,6 +377,12 @@ pub async fn checkout_redirect(
     })
 }
 
+#[utoipa::path(get, path = "/billing/portal", tag = "Plans and checkout", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    responses(
+        (status = 200, description = "The provider's customer portal.", body = s::Portal),
+        (status = 403, description = "Not the account's owner.", body = s::ApiErrorBody),
+        (status = 404, description = "The account has no subscription.", body = s::ApiErrorBody),
+        (status = 502, description = "The provider refused.", body = s::ApiErrorBody)))]
 pub async fn portal(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     auth.require(Role::Owner, "manage the account's billing")?;
     let user = accounts::user_by_id(&st.db, auth.user_id)
@@ -357,6 +396,13 @@ pub async fn portal(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Va
     Ok(Json(json!({"url": p.portal(&user).await?})))
 }
 
+#[utoipa::path(post, path = "/billing/cancel", tag = "Plans and checkout", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    responses(
+        (status = 200, description = "Cancelled at the period's end: the tier stays until then.", body = s::Cancelled),
+        (status = 403, description = "Not the account's owner.", body = s::ApiErrorBody),
+        (status = 404, description = "No provider subscription for this account.", body = s::ApiErrorBody),
+        (status = 409, description = "No active subscription.", body = s::ApiErrorBody),
+        (status = 502, description = "The provider refused.", body = s::ApiErrorBody)))]
 pub async fn cancel(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     auth.require(Role::Owner, "cancel the subscription")?;
     let user = accounts::user_by_id(&st.db, auth.user_id)

@@ -10,6 +10,7 @@ use crate::data_rights::{self, erase};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, Auth, RawBody, Via};
 use crate::identity::{sessions, Role};
+use crate::openapi::schemas as s;
 use crate::state::AppState;
 use crate::subscription::Status;
 use axum::body::Body;
@@ -21,6 +22,12 @@ use serde::Deserialize;
 use serde_json::json;
 use stellar_common::with_db;
 
+#[utoipa::path(get, path = "/auth/export", tag = "Your data", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    responses(
+        (status = 200, description = "Every memory of the account, streamed, one JSON object per line (`Content-Disposition: attachment`, `Cache-Control: no-store`).",
+            body = s::ExportLine, content_type = "application/x-ndjson"),
+        (status = 403, description = "Not an admin or the owner, or a key bound to an agent.", body = s::ApiErrorBody),
+        (status = 503, description = "The memory engine does not answer (before any line).", body = s::ApiErrorBody)))]
 pub async fn export(State(st): State<AppState>, auth: Auth) -> ApiResult<Response> {
     auth.require(Role::Admin, "export the account's memories")?;
     if let Via::Key { key_id } = auth.via {
@@ -68,14 +75,24 @@ pub async fn export(State(st): State<AppState>, auth: Auth) -> ApiResult<Respons
     Ok(r)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct Confirm {
+    /// The account's e-mail address (compared trimmed, case-insensitively).
     confirm: String,
 }
 
 const CONFIRM: &str =
     "To delete the account, send {\"confirm\": \"<the account's e-mail address>\"}";
 
+#[utoipa::path(delete, path = "/auth/account", tag = "Your data", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    request_body = Confirm,
+    responses(
+        (status = 200, description = "The account and everything of it are deleted; the session cookie is cleared.", body = s::AccountDeleted,
+            headers(("Set-Cookie" = String, description = "The session cookie with `Max-Age=0`."))),
+        (status = 403, description = "Not the owner.", body = s::ApiErrorBody),
+        (status = 422, description = "A missing or different `confirm` (also an empty body); nothing changes.", body = s::ApiErrorBody),
+        (status = 502, description = "The provider refused to cancel the subscription (nothing else happens).", body = s::ApiErrorBody),
+        (status = 503, description = "The memory engine does not answer (see docs/billing-api.md for what then holds).", body = s::ApiErrorBody)))]
 pub async fn delete_account(
     State(st): State<AppState>,
     auth: Auth,

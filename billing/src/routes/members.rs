@@ -5,6 +5,7 @@ use crate::accounts::normalize_email;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, JsonBody, QueryParams};
 use crate::identity::{audit, people, Role};
+use crate::openapi::schemas as s;
 use crate::routes::auth::{limit, ClientInfo};
 use crate::state::AppState;
 use axum::extract::{Path, State};
@@ -24,6 +25,8 @@ fn role_of(raw: &str) -> ApiResult<Role> {
     })
 }
 
+#[utoipa::path(get, path = "/auth/members", tag = "People", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    responses((status = 200, description = "The account's members and pending invitations (any role).", body = s::Members)))]
 pub async fn list(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     let members = people::members(&st.db, auth.user_id).await?;
     let invitations = people::pending(&st.db, auth.user_id, chrono::Utc::now()).await?;
@@ -33,12 +36,22 @@ pub async fn list(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Valu
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct InviteBody {
     email: String,
+    /// `member`, `admin` or `owner` (below the caller's).
     role: String,
 }
 
+#[utoipa::path(post, path = "/auth/members", tag = "People", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    request_body = InviteBody,
+    responses(
+        (status = 202, description = "An invitation link is mailed.", body = s::Invited),
+        (status = 403, description = "Not an admin or the owner, a role not below the caller's, or the plan's `max_members` reached.", body = s::ApiErrorBody),
+        (status = 409, description = "The address is already a member.", body = s::ApiErrorBody),
+        (status = 422, description = "An invalid address or role, or a body of the wrong shape.", body = s::ApiErrorBody),
+        (status = 429, description = "An abuse limit (per client IP, or mails per address).", body = s::ApiErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait.")))))]
 pub async fn invite(
     State(st): State<AppState>,
     auth: Auth,
@@ -67,11 +80,19 @@ pub async fn invite(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct RoleBody {
+    /// `member`, `admin` or `owner`.
     role: String,
 }
 
+#[utoipa::path(patch, path = "/auth/members/{id}", tag = "People", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])), params(("id" = Uuid, Path, description = "The member's id (anything else is 404).")),
+    request_body = RoleBody,
+    responses(
+        (status = 200, description = "The member.", body = s::Member),
+        (status = 403, description = "Unless both the member's current and new role are below the caller's.", body = s::ApiErrorBody),
+        (status = 404, description = "Not a member of the account.", body = s::ApiErrorBody),
+        (status = 422, description = "An invalid role, or a body of the wrong shape.", body = s::ApiErrorBody)))]
 pub async fn change_role(
     State(st): State<AppState>,
     auth: Auth,
@@ -85,6 +106,11 @@ pub async fn change_role(
     Ok(Json(json!(m)))
 }
 
+#[utoipa::path(delete, path = "/auth/members/{id}", tag = "People", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])), params(("id" = Uuid, Path, description = "The member's id (anything else is 404).")),
+    responses(
+        (status = 200, description = "Removed: their sessions end and the keys they created are revoked.", body = s::MemberRemoved),
+        (status = 403, description = "The owner, or a role not below the caller's (a member may remove itself).", body = s::ApiErrorBody),
+        (status = 404, description = "Not a member of the account.", body = s::ApiErrorBody)))]
 pub async fn remove(
     State(st): State<AppState>,
     auth: Auth,
@@ -99,6 +125,12 @@ pub async fn remove(
     Ok(Json(json!({"id": id, "removed": true})))
 }
 
+#[utoipa::path(delete, path = "/auth/invitations/{id}", tag = "People", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    params(("id" = Uuid, Path, description = "The invitation's id (anything else is 404).")),
+    responses(
+        (status = 200, description = "Cancelled: the link stops working.", body = s::InvitationCancelled),
+        (status = 403, description = "Not an admin or the owner, or a role not below the caller's.", body = s::ApiErrorBody),
+        (status = 404, description = "Not a pending invitation of the account.", body = s::ApiErrorBody)))]
 pub async fn cancel_invitation(
     State(st): State<AppState>,
     auth: Auth,
@@ -110,12 +142,21 @@ pub async fn cancel_invitation(
     Ok(Json(json!({"id": id, "cancelled": true})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// 1–200 (default 50).
     limit: Option<u32>,
+    /// `next_before` of the previous page.
     before: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/auth/audit", tag = "People", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Newest first.", body = s::AuditPage),
+        (status = 403, description = "Not an admin or the owner.", body = s::ApiErrorBody),
+        (status = 422, description = "`limit` out of range, or a malformed parameter.", body = s::ApiErrorBody)))]
 pub async fn audit_log(
     State(st): State<AppState>,
     auth: Auth,

@@ -1,15 +1,15 @@
 //! The HTTP surface (docs/billing-api.md): accounts and keys, plans and checkout, webhooks,
 //! pages. Every error, including unknown paths and methods, is JSON.
 
-mod account;
-mod auth;
-mod checkout;
-mod data;
-mod members;
-mod pages;
-mod toss;
-mod webhooks;
-mod webhooks_out;
+pub(crate) mod account;
+pub(crate) mod auth;
+pub(crate) mod checkout;
+pub(crate) mod data;
+pub(crate) mod members;
+pub(crate) mod pages;
+pub(crate) mod toss;
+pub(crate) mod webhooks;
+pub(crate) mod webhooks_out;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -17,14 +17,23 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
 
+/// `GET /healthz`: billing answers.
+#[utoipa::path(get, path = "/healthz", tag = "Operations",
+    responses((status = 200, description = "Billing is up.", body = crate::openapi::schemas::Health,
+        example = json!({"status": "ok"}))))]
+pub(crate) async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// The router. Every route is in the OpenAPI document (`crate::openapi`, served here at
+/// `/openapi.json` and browsable at `/docs`); a test reads this function's routes and fails
+/// for one that is not documented.
 pub fn router(state: AppState) -> Router {
     let limit = state.settings.billing.body_limit_bytes;
     let webhook_limit = state.settings.billing.webhook_body_limit_bytes;
+    let described = crate::openapi::serve::routes(state.settings.public_url());
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/healthz", get(health))
         .route("/auth/register", post(auth::register))
         .route("/auth/sign-in", post(auth::sign_in))
         .route("/auth/link", post(auth::open_link))
@@ -94,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/dashboard", get(pages::dashboard))
         .route("/auth/link", get(pages::link))
         .route("/static/{*path}", get(pages::static_file))
+        .merge(described)
         .fallback(|| async { ApiError::NotFound("Not found".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("Method not allowed".into())

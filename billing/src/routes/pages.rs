@@ -2,6 +2,7 @@
 //! from `billing.landing_dir`.
 
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::schemas as s;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
@@ -55,10 +56,14 @@ async fn serve(st: &AppState, rel: PathBuf) -> ApiResult<Response> {
     }
 }
 
+#[utoipa::path(get, path = "/", tag = "Pages",
+    responses((status = 200, description = "The landing page.", body = String, content_type = "text/html"), (status = 404, description = "The file is missing from `billing.landing_dir`.", body = s::ApiErrorBody)))]
 pub async fn index(State(st): State<AppState>) -> ApiResult<Response> {
     serve(&st, PathBuf::from("index.html")).await
 }
 
+#[utoipa::path(get, path = "/dashboard", tag = "Pages",
+    responses((status = 200, description = "The dashboard (signed in by the session or a key kept in the tab).", body = String, content_type = "text/html"), (status = 404, description = "The file is missing from `billing.landing_dir`.", body = s::ApiErrorBody)))]
 pub async fn dashboard(State(st): State<AppState>) -> ApiResult<Response> {
     serve(&st, PathBuf::from("dashboard.html")).await
 }
@@ -66,6 +71,9 @@ pub async fn dashboard(State(st): State<AppState>) -> ApiResult<Response> {
 /// `GET /auth/link`: the page a mailed link opens (`#token=…` in the fragment; its script posts
 /// the token to `POST /auth/link`). It may show an account's first key, so it is never cached,
 /// and its address is never sent on as a referrer.
+#[utoipa::path(get, path = "/auth/link", tag = "Pages",
+    responses((status = 200, description = "The page a mailed link opens (`#token=…`); its script posts the token to `POST /auth/link`. `Cache-Control: no-store`, `Referrer-Policy: no-referrer`.",
+        body = String, content_type = "text/html"), (status = 404, description = "The file is missing from `billing.landing_dir`.", body = s::ApiErrorBody)))]
 pub async fn link(State(st): State<AppState>) -> ApiResult<Response> {
     let mut res = serve(&st, PathBuf::from("link.html")).await?;
     let headers = res.headers_mut();
@@ -79,6 +87,10 @@ pub async fn link(State(st): State<AppState>) -> ApiResult<Response> {
 
 /// `/static/{path}`: only plain relative components, so nothing outside `landing/static` is
 /// reachable (no `..`, no absolute paths, no hidden files).
+#[utoipa::path(get, path = "/static/{path}", tag = "Pages",
+    params(("path" = String, Path, description = "A file under `landing/static` (no `..`, no hidden files).")),
+    responses((status = 200, description = "The file (CSS, JavaScript, images, fonts), with its content type.", body = String, content_type = "*/*"),
+        (status = 404, description = "No such file, or a path outside `landing/static`.", body = s::ApiErrorBody)))]
 pub async fn static_file(
     State(st): State<AppState>,
     Path(path): Path<String>,

@@ -10,6 +10,7 @@ use super::checkout::{
 use crate::accounts::{self, normalize_email};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, MaybeAuth, QueryParams};
+use crate::openapi::schemas as s;
 use crate::routes::auth::ClientInfo;
 use crate::state::AppState;
 use axum::extract::State;
@@ -20,10 +21,13 @@ use serde::Deserialize;
 use serde_json::Value;
 use stellar_common::keys;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConfirmBody {
+    /// The account's Toss customerKey (from its checkout).
     #[serde(rename = "customerKey")]
     customer_key: String,
+    /// Toss's authKey from the card registration.
     #[serde(rename = "authKey")]
     auth_key: String,
     tier: String,
@@ -44,6 +48,15 @@ async fn confirm_card(st: &AppState, b: &ConfirmBody) -> ApiResult<Value> {
         .await
 }
 
+#[utoipa::path(post, path = "/billing/toss/confirm", tag = "Plans and checkout",
+    request_body(content = ConfirmBody, description = "The customerKey issued to the e-mail's account is the credential."),
+    responses(
+        (status = 200, description = "The billing key is issued and the first charge succeeded.", body = s::PlanState),
+        (status = 402, description = "The card registration or the charge was declined.", body = s::ApiErrorBody),
+        (status = 403, description = "The customerKey is not the one issued to that e-mail's account (also for an e-mail without an account).", body = s::ApiErrorBody),
+        (status = 422, description = "An unknown or free tier, an invalid e-mail, or a body of the wrong shape.", body = s::ApiErrorBody),
+        (status = 502, description = "Toss answered with an error billing cannot pass on.", body = s::ApiErrorBody),
+        (status = 503, description = "Toss is not configured, or its answer to the charge was lost: billing settles it by itself; do not retry with a new authKey.", body = s::ApiErrorBody)))]
 pub async fn confirm(
     State(st): State<AppState>,
     JsonBody(b): JsonBody<ConfirmBody>,
@@ -64,6 +77,12 @@ pub async fn confirm(
 
 /// Toss's success redirect (`?customerKey=&authKey=` appended to our success_url): confirm on the
 /// server, then send the browser to the dashboard.
+#[utoipa::path(get, path = "/billing/toss/success", tag = "Plans and checkout",
+    params(ConfirmBody),
+    responses(
+        (status = 303, description = "Toss's success redirect: confirmed on the server, then to `/dashboard?checkout=success|pending&provider=toss`, or `/?checkout=failed&provider=toss&reason=declined|error`.",
+            headers(("Location" = String, description = "Where to go."))),
+        (status = 422, description = "A missing parameter.", body = s::ApiErrorBody)))]
 pub async fn success(
     State(st): State<AppState>,
     QueryParams(b): QueryParams<ConfirmBody>,
@@ -90,12 +109,19 @@ pub async fn success(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FailQuery {
+    /// Toss's error code (only `A-Z a-z 0-9 _` are kept).
     #[serde(default)]
     code: String,
 }
 
+#[utoipa::path(get, path = "/billing/toss/fail", tag = "Plans and checkout",
+    params(FailQuery),
+    responses(
+        (status = 303, description = "Toss's fail redirect: to `/?checkout=failed&provider=toss&reason=<code>`.",
+            headers(("Location" = String, description = "Where to go.")))))]
 pub async fn fail(State(st): State<AppState>, QueryParams(q): QueryParams<FailQuery>) -> Redirect {
     let code: String = q
         .code
@@ -109,7 +135,8 @@ pub async fn fail(State(st): State<AppState>, QueryParams(q): QueryParams<FailQu
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TossPayQuery {
     tier: String,
     #[serde(default)]
@@ -150,6 +177,19 @@ async fn toss_checkout_for_holder(
 /// Billing's own Toss page: loads the SDK and starts `requestBillingAuth`. Opened by the
 /// account's key holder (a key, or the customerKey the Toss checkout put in its address), or,
 /// for a new e-mail, as a checkout that creates the account (the key page comes first).
+#[utoipa::path(get, path = "/billing/toss/pay", tag = "Plans and checkout", security((), ("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    params(TossPayQuery),
+    responses(
+        (status = 200, description = "Billing's Toss card page (loads the Toss SDK and calls `requestBillingAuth`), or, for an e-mail without an account (immediate keys), the key page first.",
+            body = String, content_type = "text/html", headers(("Cache-Control" = String, description = "`no-store`."), ("Referrer-Policy" = String, description = "`no-referrer`."))),
+        (status = 303, description = "Without a key, session or customerKey (verified sign-up): to `/?checkout=sign-in&provider=toss&tier=…`.",
+            headers(("Location" = String, description = "Where to go."))),
+        (status = 403, description = "The customerKey is not the e-mail's account's, or the caller is not the account's owner.", body = s::ApiErrorBody),
+        (status = 409, description = "Without a key: the e-mail has an account.", body = s::ApiErrorBody),
+        (status = 422, description = "An unknown or free tier, a missing or invalid e-mail.", body = s::ApiErrorBody),
+        (status = 429, description = "Verified sign-up: an abuse limit of the mailed link.", body = s::ApiErrorBody),
+        (status = 502, description = "Toss's base URL or the public URL is unusable.", body = s::ApiErrorBody),
+        (status = 503, description = "Toss is not configured.", body = s::ApiErrorBody)))]
 pub async fn page(
     State(st): State<AppState>,
     MaybeAuth(auth): MaybeAuth,

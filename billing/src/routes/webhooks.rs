@@ -4,6 +4,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::RawBody;
+use crate::openapi::schemas as s;
 use crate::providers::WebhookError;
 use crate::state::AppState;
 use crate::subscription;
@@ -12,6 +13,17 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde_json::{json, Value};
 
+#[utoipa::path(post, path = "/webhook/{provider}", tag = "Provider webhooks",
+    params(("provider" = s::PaymentProvider, Path, description = "`lemonsqueezy`, `stripe` or `toss` (another is 404)."),
+        ("X-Signature" = Option<String>, Header, description = "Lemon Squeezy: hex HMAC-SHA256 of the raw body with the webhook secret."),
+        ("Stripe-Signature" = Option<String>, Header, description = "Stripe: `t=<unix s>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\">`."),
+        ("tosspayments-webhook-transmission-id" = Option<String>, Header, description = "TossPayments: the notice's transmission id (logged; Toss bodies are unsigned and verified by re-fetching the payment from the Toss API).")),
+    request_body(content = Object, description = "The provider's event, verified over the raw bytes before it is parsed (at most `billing.webhook_body_limit_bytes`)."),
+    responses(
+        (status = 200, description = "Applied, or acknowledged: a duplicate, stale or unknown event changes nothing.", body = s::WebhookReceived),
+        (status = 400, description = "A bad or stale signature, a malformed body, or (Toss) a payment the Toss API does not know; nothing is written.", body = s::ApiErrorBody),
+        (status = 404, description = "An unknown payment provider.", body = s::ApiErrorBody),
+        (status = 503, description = "The provider is not configured, or the Toss API is unreachable: the provider retries.", body = s::ApiErrorBody)))]
 pub async fn webhook(
     State(st): State<AppState>,
     Path(provider): Path<String>,

@@ -7,6 +7,7 @@ use crate::alerts::{self, ThresholdsUpdate};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, JsonBody, QueryParams};
 use crate::identity::Role;
+use crate::openapi::schemas as s;
 use crate::state::AppState;
 use crate::webhooks::{store, target};
 use axum::extract::{Path, State};
@@ -41,13 +42,22 @@ fn secret(st: &AppState) -> ApiResult<(String, String)> {
     Ok((plain, enc))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    /// `https://` with a host (`http://` only on a loopback host, unless allowed).
     url: String,
+    /// Event types (`GET /auth/webhooks` lists them), or `"*"` for all.
     events: Vec<String>,
 }
 
+#[utoipa::path(post, path = "/auth/webhooks", tag = "Webhooks and alerts", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "The endpoint and its secret (shown once).", body = s::WebhookEndpointWithSecret),
+        (status = 403, description = "Not an admin or the owner, or `webhooks.max_endpoints` reached.", body = s::ApiErrorBody),
+        (status = 422, description = "A URL that is not allowed, an unknown event type, an unknown field.", body = s::ApiErrorBody),
+        (status = 503, description = "No encryption key for secrets.", body = s::ApiErrorBody)))]
 pub async fn create(
     State(st): State<AppState>,
     auth: Auth,
@@ -73,6 +83,10 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
+#[utoipa::path(get, path = "/auth/webhooks", tag = "Webhooks and alerts", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    responses(
+        (status = 200, description = "The account's endpoints (never a secret) and the event types.", body = s::WebhookList),
+        (status = 403, description = "Not an admin or the owner.", body = s::ApiErrorBody)))]
 pub async fn list(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     manage(&auth)?;
     let endpoints = store::list(&st.db, auth.user_id).await?;
@@ -81,6 +95,11 @@ pub async fn list(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Valu
     ))
 }
 
+#[utoipa::path(delete, path = "/auth/webhooks/{id}", tag = "Webhooks and alerts", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])), params(("id" = Uuid, Path, description = "The endpoint's id (anything else is 404).")),
+    responses(
+        (status = 200, description = "Deleted, with its deliveries (pending ones are never sent).", body = s::WebhookDeleted),
+        (status = 403, description = "Not an admin or the owner.", body = s::ApiErrorBody),
+        (status = 404, description = "Not an endpoint of the account.", body = s::ApiErrorBody)))]
 pub async fn delete(
     State(st): State<AppState>,
     auth: Auth,
@@ -93,6 +112,12 @@ pub async fn delete(
     Ok(Json(json!({"id": id, "deleted": true})))
 }
 
+#[utoipa::path(post, path = "/auth/webhooks/{id}/rotate-secret", tag = "Webhooks and alerts", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])), params(("id" = Uuid, Path, description = "The endpoint's id (anything else is 404).")),
+    responses(
+        (status = 200, description = "The endpoint with its new secret (shown once).", body = s::WebhookEndpointWithSecret),
+        (status = 403, description = "Not an admin or the owner.", body = s::ApiErrorBody),
+        (status = 404, description = "Not an endpoint of the account.", body = s::ApiErrorBody),
+        (status = 503, description = "No encryption key for secrets.", body = s::ApiErrorBody)))]
 pub async fn rotate_secret(
     State(st): State<AppState>,
     auth: Auth,
@@ -108,11 +133,20 @@ pub async fn rotate_secret(
     Ok(Json(v))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
+    /// 1–200 (default 50).
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/auth/webhooks/{id}/deliveries", tag = "Webhooks and alerts", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])), params(("id" = Uuid, Path, description = "The endpoint's id (anything else is 404).")),
+    params(DeliveriesQuery),
+    responses(
+        (status = 200, description = "Newest first.", body = s::DeliveryList),
+        (status = 403, description = "Not an admin or the owner.", body = s::ApiErrorBody),
+        (status = 404, description = "Not an endpoint of the account.", body = s::ApiErrorBody),
+        (status = 422, description = "`limit` out of range, or a malformed parameter.", body = s::ApiErrorBody)))]
 pub async fn deliveries(
     State(st): State<AppState>,
     auth: Auth,
@@ -130,6 +164,12 @@ pub async fn deliveries(
     Ok(Json(json!({"deliveries": list})))
 }
 
+#[utoipa::path(post, path = "/auth/webhooks/deliveries/{id}/resend", tag = "Webhooks and alerts", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    params(("id" = Uuid, Path, description = "The delivery's id (anything else is 404).")),
+    responses(
+        (status = 202, description = "A new delivery of the same event, due at once.", body = s::DeliveryResent),
+        (status = 403, description = "Not an admin or the owner.", body = s::ApiErrorBody),
+        (status = 404, description = "Not a delivery of the account.", body = s::ApiErrorBody)))]
 pub async fn resend(
     State(st): State<AppState>,
     auth: Auth,
@@ -154,11 +194,19 @@ async fn alerts_json(st: &AppState, account: Uuid, t: &alerts::Thresholds) -> Ap
     Ok(v)
 }
 
+#[utoipa::path(get, path = "/auth/alerts", tag = "Webhooks and alerts", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    responses((status = 200, description = "The thresholds (any role) and the alerts raised.", body = s::Alerts)))]
 pub async fn get_alerts(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     let t = alerts::evaluate::thresholds(&st.db, auth.user_id).await?;
     Ok(Json(alerts_json(&st, auth.user_id, &t).await?))
 }
 
+#[utoipa::path(put, path = "/auth/alerts", tag = "Webhooks and alerts", security(("ApiKey" = []), ("Bearer" = []), ("Session" = [])),
+    request_body = crate::alerts::ThresholdsUpdate,
+    responses(
+        (status = 200, description = "As `GET /auth/alerts`.", body = s::Alerts),
+        (status = 403, description = "Not an admin or the owner.", body = s::ApiErrorBody),
+        (status = 422, description = "A value out of range or an unknown field (nothing changes).", body = s::ApiErrorBody)))]
 pub async fn put_alerts(
     State(st): State<AppState>,
     auth: Auth,
