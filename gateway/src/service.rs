@@ -101,7 +101,13 @@ impl BackgroundService for Maintenance {
         let mut sweep = tokio::time::interval(Duration::from_secs(30));
         loop {
             tokio::select! {
+                // On time, or early when the usage history fills a shard (bounded memory).
                 _ = flush.tick() => {
+                    if let Err(e) = g.usage.flush(&db).await {
+                        tracing::warn!(error = %e, "usage flush failed, kept for the next one");
+                    }
+                }
+                _ = g.usage.2.pressure.notified() => {
                     if let Err(e) = g.usage.flush(&db).await {
                         tracing::warn!(error = %e, "usage flush failed, kept for the next one");
                     }
