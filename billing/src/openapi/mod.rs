@@ -148,9 +148,9 @@ pub fn document(public_url: &str) -> Value {
         public_url.trim_end_matches('/'),
     )]);
     doc.merge(stellar_engine::http::openapi::document());
-    gateway::apply(&mut doc);
     let mut v = serde_json::to_value(&doc).expect("the document serialises");
     conventions(&mut v);
+    gateway::apply(&mut v);
     v
 }
 
