@@ -16,6 +16,10 @@ mod analysis_tests;
 #[cfg(test)]
 mod learning_tests;
 #[cfg(test)]
+mod openapi_answers_tests;
+#[cfg(test)]
+mod openapi_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::clock::OffsetClock;
