@@ -95,11 +95,6 @@ impl Class {
     }
 }
 
-/// The label of `status`'s class.
-pub fn status_class(status: u16) -> &'static str {
-    Class::of(status).label()
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Bucket {
     user: Uuid,
@@ -282,7 +277,7 @@ mod tests {
         assert_eq!(Family::of("POST", "/api/v1/narrate"), Family::Read);
         assert_eq!(Family::of("DELETE", "/api/v1/forget/1"), Family::Other);
         assert_eq!(
-            [200, 304, 404, 429, 502].map(status_class),
+            [200, 304, 404, 429, 502].map(|s| Class::of(s).label()),
             ["2xx", "3xx", "4xx", "429", "5xx"]
         );
     }

@@ -46,6 +46,7 @@
 pub mod accounts;
 pub mod fakes;
 pub mod harness;
+pub mod openapi_check;
 pub mod relay;
 pub mod smtp;
 pub mod spawn;

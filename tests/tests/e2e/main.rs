@@ -6,6 +6,7 @@ mod billing;
 mod browser;
 mod browser_accounts;
 mod browser_usage;
+mod contract;
 mod deploy_config;
 mod engine_api;
 mod faults;
