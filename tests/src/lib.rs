@@ -16,9 +16,10 @@
 //! | `src/accounts.rs` | account-DB fixtures written as billing writes them |
 //! | `src/fakes/` | fake Lemon Squeezy, Stripe and TossPayments, and the webhook signers |
 //! | `src/relay.rs`, `src/smtp.rs` | a TCP relay to cut or slow a dependency; an SMTP server that keeps what it receives |
+//! | `src/openapi_check.rs` | checks an answer against the served OpenAPI document (status, media type, schema, required headers) and records coverage |
 //! | `tests/e2e/gateway/` | `proxy`, `auth`, `limits`, `quota`, `scoped_keys`, `cluster`, `hygiene` |
 //! | `tests/e2e/billing/` | `accounts`, `keys`, `people`, `checkout`, `stripe`, `lemonsqueezy`, `toss`, `hardening`, `mail` |
-//! | `tests/e2e/*.rs` | `engine_api`, `faults`, `security_inputs`, `launcher_up`, `deploy_config`, `browser` and `browser_accounts` (Chromium) |
+//! | `tests/e2e/*.rs` | `contract` (every documented operation through the gateway, against `/openapi.json`), `engine_api`, `faults`, `security_inputs`, `launcher_up`, `deploy_config`, `browser` and `browser_accounts` (Chromium) |
 //! | `browser/` | the Node drivers of the browser tests (`flow.mjs`, `accounts.mjs`) |
 //!
 //! Why this shape: each test binary links the whole workspace, so one binary instead of
