@@ -70,6 +70,22 @@ fn engine_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
                     .is_some_and(|n| n.eq_ignore_ascii_case("x-stellar-user")))
         });
     }
+    // Through the gateway the agent is checked (400 otherwise) and a key may be bound to one.
+    if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+        for p in params.iter_mut().filter(|p| {
+            p["in"] == "header"
+                && p["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case("x-stellar-agent"))
+        }) {
+            p["description"] = json!(
+                "The agent whose sub-space of your account is used: 1-64 characters of \
+                 A-Z a-z 0-9 . _ : - (else 400). Absent: the account's default space, or the \
+                 agent a key is bound to (a different one is 403, scope `agent`)."
+            );
+            p["schema"] = json!({"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"});
+        }
+    }
     let health = path == "/api/v1/health";
     op.insert(
         "security".into(),
@@ -400,6 +416,7 @@ mod tests {
             "X-Stellar-User is the gateway's, not the caller's"
         );
         assert_eq!(params[0]["name"], "X-Stellar-Agent");
+        assert_eq!(params[0]["schema"]["pattern"], "^[A-Za-z0-9._:-]{1,64}$");
         assert_eq!(store["security"], json!([{"ApiKey": []}, {"Bearer": []}]));
         let r = &store["responses"];
         assert_eq!(r["200"]["headers"]["RateLimit"]["required"], true);

@@ -5,6 +5,7 @@
 mod billing;
 mod browser;
 mod browser_accounts;
+mod browser_docs;
 mod browser_usage;
 mod contract;
 mod deploy_config;
