@@ -38,6 +38,9 @@ pub struct BillingSection {
     pub engine_url: String,
     /// `X-API-Key` for that engine; resolved at start: empty means `gateway.upstream_api_key`.
     pub engine_api_key: Secret,
+    /// Extra CA certificates (PEM) trusted for an `https://` engine_url, besides the web PKI
+    /// roots; empty = none (see [`engine_client`]).
+    pub engine_ca_file: String,
     /// Not a key of its own: how long account deletion waits between revoking the keys and its
     /// last sweep of the engine. The gateways drop revoked keys within a second and write what
     /// they counted for them within `gateway.usage_flush_secs` (read from the same
@@ -103,6 +106,47 @@ pub struct Settings {
     pub alerts: crate::alerts::AlertsConfig,
     /// The decoded Toss encryption key (present whenever Toss is configured).
     pub toss_key: Option<[u8; 32]>,
+    /// The one HTTP client of every call to the engine (`billing.engine_url`; connections are
+    /// pooled), trusting `billing.engine_ca_file` too.
+    pub engine_http: reqwest::Client,
+}
+
+/// The client billing reaches the engine with (data rights): rustls with the web PKI roots, plus
+/// every certificate of the PEM file `ca_file` when it is not empty — what `stellar up
+/// --engine-ca-file` gives the gateway (`gateway.engine_ca_file`) and billing alike, for an
+/// `https://` engine with a private CA. A file that cannot be read, holds no PEM certificate or
+/// a certificate rustls refuses is an error naming `billing.engine_ca_file`.
+pub fn engine_client(ca_file: &str) -> Result<reqwest::Client, ConfigError> {
+    const KEY: &str = "billing.engine_ca_file";
+    let mut b = reqwest::Client::builder()
+        .user_agent(concat!("stellar-billing/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60));
+    let path = ca_file.trim();
+    if !path.is_empty() {
+        let pem =
+            std::fs::read(path).map_err(|e| invalid(KEY, format!("cannot read {path}: {e}")))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| invalid(KEY, format!("{path} is not PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(invalid(
+                KEY,
+                format!("{path} holds no certificate (PEM, -----BEGIN CERTIFICATE----- expected)"),
+            ));
+        }
+        for cert in certs {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    // rustls parses the added certificates here: a PEM block that is no certificate fails now.
+    b.build().map_err(|e| {
+        let detail = std::error::Error::source(&e).map_or(e.to_string(), |s| format!("{e}: {s}"));
+        if path.is_empty() {
+            invalid("billing.engine_url", format!("HTTP client: {detail}"))
+        } else {
+            invalid(KEY, format!("{path}: {detail}"))
+        }
+    })
 }
 
 /// A configuration error naming `key`.
@@ -168,6 +212,7 @@ impl Settings {
                 "must be an absolute http(s) URL",
             ));
         }
+        let engine_http = engine_client(&billing.engine_ca_file)?;
         if url::Url::parse(&billing.public_url).is_err() {
             return Err(invalid("billing.public_url", "must be an absolute URL"));
         }
@@ -203,6 +248,7 @@ impl Settings {
             webhooks,
             alerts,
             toss_key,
+            engine_http,
         })
     }
 
@@ -212,5 +258,125 @@ impl Settings {
 
     pub fn provider_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.billing.provider_timeout_secs.max(0.1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed test CA (P-256, valid for a century); only its parsing matters here.
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBmjCCAUGgAwIBAgIUH3koWUcBdLFiSQiAVAfNSQ44vbowCgYIKoZIzj0EAwIw
+IjEgMB4GA1UEAwwXU3RlbGxhciBCaWxsaW5nIFRlc3QgQ0EwIBcNMjYxMjA1MTcx
+MzQzWhgPMjEyNjExMTExNzEzNDNaMCIxIDAeBgNVBAMMF1N0ZWxsYXIgQmlsbGlu
+ZyBUZXN0IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE9uIK+fEL/L6XXIXQ
+Kts3cdI8gJcfllc+Qoq9iY4IInX21pCRR4FwucN1bVmdcvdN6zX+VDYac/GmSnXw
+4ieb2aNTMFEwHQYDVR0OBBYEFAoCU17c5BiOmBBGvY9OacKu+4cKMB8GA1UdIwQY
+MBaAFAoCU17c5BiOmBBGvY9OacKu+4cKMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZI
+zj0EAwIDRwAwRAIgOYlYvhkizdDiMFLrvzvXsVtCCPsdJYZeAgt9BDDMEvkCIHQQ
+XCj7ygvWQrvVi7Jp9j/PeirPXQd2unVFBes4eWPi
+-----END CERTIFICATE-----
+";
+
+    fn file(name: &str, text: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!(
+            "billing-ca-{}-{}-{name}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn refusal(ca_file: &str) -> String {
+        match engine_client(ca_file) {
+            Ok(_) => panic!("{ca_file:?} accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn engine_ca_file_adds_pem_roots_and_refuses_anything_else() {
+        // Empty: the web PKI roots only.
+        assert!(engine_client("").is_ok());
+        assert!(engine_client("  ").is_ok());
+        // A PEM bundle: the test CA, twice, with text around it (as `openssl x509 -text` writes).
+        let good = file(
+            "good.pem",
+            &format!("Stellar test CA\n{TEST_CA}\n{TEST_CA}trailing words\n"),
+        );
+        assert!(engine_client(good.to_str().unwrap()).is_ok());
+
+        let missing = std::env::temp_dir().join("billing-ca-no-such-file.pem");
+        let e = refusal(missing.to_str().unwrap());
+        assert!(
+            e.contains("billing.engine_ca_file") && e.contains("cannot read"),
+            "{e}"
+        );
+        let dir = std::env::temp_dir();
+        let e = refusal(dir.to_str().unwrap());
+        assert!(e.contains("billing.engine_ca_file"), "{e}");
+
+        let text = file("text.pem", "not a certificate\n");
+        let e = refusal(text.to_str().unwrap());
+        assert!(
+            e.contains("billing.engine_ca_file") && e.contains("no certificate"),
+            "{e}"
+        );
+        // A private key alone is PEM, but no certificate.
+        let key = file(
+            "key.pem",
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
+        );
+        let e = refusal(key.to_str().unwrap());
+        assert!(e.contains("no certificate"), "{e}");
+        // A CERTIFICATE block whose content is no certificate.
+        let bogus = file(
+            "bogus.pem",
+            "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+        );
+        let e = refusal(bogus.to_str().unwrap());
+        assert!(e.contains("billing.engine_ca_file"), "{e}");
+        // Broken base64 inside the markers.
+        let broken = file(
+            "broken.pem",
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        );
+        let e = refusal(broken.to_str().unwrap());
+        assert!(e.contains("billing.engine_ca_file"), "{e}");
+
+        for p in [good, text, key, bogus, broken] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    #[test]
+    fn engine_ca_file_is_read_from_the_configuration() {
+        let defaults = crate::testing::settings(&[]);
+        assert_eq!(defaults.billing.engine_ca_file, "");
+        let good = file("env.pem", TEST_CA);
+        let s = crate::testing::settings(&[
+            ("STELLAR_BILLING_ENGINE_URL", "https://memory.internal:8443"),
+            ("STELLAR_BILLING_ENGINE_CA_FILE", good.to_str().unwrap()),
+        ]);
+        assert_eq!(s.billing.engine_ca_file, good.to_str().unwrap());
+        let _ = std::fs::remove_file(&good);
+        // Start-up refuses a file it cannot use, naming the key.
+        let mut vars = std::collections::BTreeMap::new();
+        vars.insert(
+            "STELLAR_TIERS_FILE".to_string(),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../config/tiers.toml").to_string(),
+        );
+        vars.insert(
+            "STELLAR_BILLING_ENGINE_CA_FILE".to_string(),
+            good.display().to_string(),
+        );
+        let config = Config::from_parts(None, &vars).unwrap();
+        let e = Settings::from_config(&config).unwrap_err().to_string();
+        assert!(
+            e.contains("billing.engine_ca_file") && e.contains("cannot read"),
+            "{e}"
+        );
     }
 }

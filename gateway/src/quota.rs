@@ -166,22 +166,37 @@ impl InFlight {
     }
 }
 
+/// Where the reconciler asks the engine: the address the proxy's engine pool dials (the engine
+/// itself, or the TLS bridge's loopback port for an `https://` upstream, which adds TLS with
+/// the upstream's SNI), and the `Host` the upstream must see when it was given as a URL
+/// (`EngineTarget::host`, as the proxy sends it; `None`: the address).
+#[derive(Debug, Clone)]
+pub struct EngineAt {
+    pub addr: SocketAddr,
+    pub host: Option<String>,
+}
+
 /// The engine's count of `user`'s memories: `total_memories` of `GET /api/v1/stats` summed over
 /// the default space and every agent the account has registered.
 async fn engine_count(
     http: &reqwest::Client,
-    engine: SocketAddr,
+    engine: &EngineAt,
     api_key: &str,
     user: Uuid,
     agents: &[String],
 ) -> anyhow::Result<i64> {
     let mut total = 0i64;
-    let url = format!("http://{engine}/api/v1/stats");
+    let url = format!("http://{}/api/v1/stats", engine.addr);
     for agent in std::iter::once(None).chain(agents.iter().map(Some)) {
         let mut req = http
             .get(&url)
             .header("X-Stellar-User", user.to_string())
             .header("X-Request-Id", format!("reconcile-{}", Uuid::new_v4()));
+        if let Some(h) = &engine.host {
+            // The bridge (or a virtual host) answers for the upstream's name, not the address
+            // dialled: reqwest keeps a Host set here.
+            req = req.header(reqwest::header::HOST, h);
+        }
         if let Some(a) = agent {
             req = req.header("X-Stellar-Agent", a);
         }
@@ -210,7 +225,7 @@ async fn engine_count(
 pub async fn reconcile_once(
     db: &Db,
     http: &reqwest::Client,
-    engine: SocketAddr,
+    engine: &EngineAt,
     api_key: &str,
     inflight: &InFlight,
     batch: i64,
@@ -270,6 +285,86 @@ pub const ENGINE_TIMEOUT: Duration = Duration::from_secs(5);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plain HTTP/1.1 engine that answers every request with `total_memories: 2` and records
+    /// each request's `Host` (what the upstream behind the TLS bridge receives unchanged).
+    async fn host_recorder() -> (SocketAddr, std::sync::Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hosts: std::sync::Arc<Mutex<Vec<String>>> = Default::default();
+        let log = hosts.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            let mut chunk = [0u8; 1024];
+                            match conn.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        buf.drain(..end);
+                        let host = head
+                            .split("\r\n")
+                            .filter_map(|l| l.split_once(':'))
+                            .filter(|(k, _)| k.eq_ignore_ascii_case("host"))
+                            .map(|(_, v)| v.trim().to_string())
+                            .collect::<Vec<_>>()
+                            .join(",");
+                        log.lock().unwrap().push(host);
+                        let body = r#"{"total_memories": 2}"#;
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if conn.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, hosts)
+    }
+
+    /// For an upstream given as a URL (`https://memory.example.com:8443`: the reconciler dials
+    /// the TLS bridge's loopback port), every stats request carries the upstream's `Host`, as
+    /// the proxy's requests do, not the address dialled; for a bare `host:port` upstream, the
+    /// address.
+    #[tokio::test]
+    async fn reconciliation_sends_the_upstream_host() {
+        let (addr, hosts) = host_recorder().await;
+        let http = reqwest::Client::new();
+        let user = Uuid::new_v4();
+        let agents = vec!["a".to_string()];
+        let fronted = EngineAt {
+            addr,
+            host: Some("memory.example.com:8443".into()),
+        };
+        assert_eq!(
+            engine_count(&http, &fronted, "k", user, &agents)
+                .await
+                .unwrap(),
+            4
+        );
+        assert_eq!(
+            *hosts.lock().unwrap(),
+            vec!["memory.example.com:8443"; 2],
+            "one Host field, the upstream's, on every request"
+        );
+        hosts.lock().unwrap().clear();
+        let bare = EngineAt { addr, host: None };
+        assert_eq!(engine_count(&http, &bare, "", user, &[]).await.unwrap(), 2);
+        assert_eq!(*hosts.lock().unwrap(), vec![addr.to_string()]);
+    }
 
     async fn sqlite() -> Db {
         stellar_common::testing::temp_sqlite_db().await

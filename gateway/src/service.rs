@@ -36,7 +36,9 @@ struct GatewaySharedHandles {
     ip_buckets: Arc<LocalBuckets<std::net::IpAddr>>,
     usage: Arc<Usage>,
     inflight: Arc<InFlight>,
-    engine: std::net::SocketAddr,
+    /// The engine as the proxy reaches it (through the TLS bridge for `https://`, with the
+    /// upstream's `Host`), for the reconciler.
+    engine: quota::EngineAt,
 }
 
 #[async_trait]
@@ -148,7 +150,7 @@ async fn reconcile_loop(db: Db, g: Arc<GatewaySharedHandles>, mut shutdown: Shut
         match quota::reconcile_once(
             &db,
             &http,
-            g.engine,
+            &g.engine,
             &g.cfg.upstream_api_key,
             &g.inflight,
             quota::RECONCILE_BATCH,
@@ -272,7 +274,10 @@ pub fn run(cfg: GatewayConfig, common: CommonConfig) -> anyhow::Result<()> {
         ip_buckets,
         usage,
         inflight,
-        engine,
+        engine: quota::EngineAt {
+            addr: engine,
+            host: target.host.clone(),
+        },
     });
 
     let conf = ServerConf {

@@ -65,7 +65,8 @@ fn dial_addr(listen: SocketAddr) -> SocketAddr {
 }
 
 /// The settings that point billing and the gateway at the fronted server (they win over the
-/// launcher's own engine address).
+/// launcher's own engine address): its URL, its key and the CA file trusted for it, given to
+/// both, since billing calls it too (data rights).
 fn front_env(cmd: &mut Command, bin: &str, f: &Front) {
     let url = f.engine_url.trim().trim_end_matches('/');
     match bin {
@@ -82,6 +83,10 @@ fn front_env(cmd: &mut Command, bin: &str, f: &Front) {
             cmd.env("STELLAR_BILLING_ENGINE_URL", url);
             if let Some(k) = &f.engine_api_key {
                 cmd.env("STELLAR_BILLING_ENGINE_API_KEY", k);
+            }
+            // Billing calls the server itself (export, account deletion): the same trust.
+            if let Some(ca) = &f.engine_ca_file {
+                cmd.env("STELLAR_BILLING_ENGINE_CA_FILE", ca);
             }
         }
         _ => {}
@@ -363,5 +368,68 @@ async fn stop_all(running: &mut Vec<Managed>) {
                 let _ = s.child.kill().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envs(bin: &str, f: &Front) -> Vec<(String, String)> {
+        let mut cmd = Command::new("true");
+        front_env(&mut cmd, bin, f);
+        let mut v: Vec<(String, String)> = cmd
+            .as_std()
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string())))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_fronted_server_reaches_billing_and_the_gateway_alike() {
+        let f = Front {
+            engine_url: " https://memory.example.com:8443/ ".into(),
+            engine_api_key: Some("k".into()),
+            engine_ca_file: Some(PathBuf::from("ca dir/internal-ca.pem")),
+        };
+        assert_eq!(
+            envs("stellar-billing", &f),
+            pairs(&[
+                ("STELLAR_BILLING_ENGINE_API_KEY", "k"),
+                ("STELLAR_BILLING_ENGINE_CA_FILE", "ca dir/internal-ca.pem"),
+                (
+                    "STELLAR_BILLING_ENGINE_URL",
+                    "https://memory.example.com:8443"
+                ),
+            ])
+        );
+        assert_eq!(
+            envs("stellar-gateway", &f),
+            pairs(&[
+                ("STELLAR_GATEWAY_ENGINE_CA_FILE", "ca dir/internal-ca.pem"),
+                (
+                    "STELLAR_GATEWAY_ENGINE_UPSTREAM",
+                    "https://memory.example.com:8443"
+                ),
+                ("STELLAR_GATEWAY_UPSTREAM_API_KEY", "k"),
+            ])
+        );
+        let bare = Front {
+            engine_url: "http://127.0.0.1:8000".into(),
+            ..Front::default()
+        };
+        assert_eq!(
+            envs("stellar-billing", &bare),
+            pairs(&[("STELLAR_BILLING_ENGINE_URL", "http://127.0.0.1:8000")])
+        );
+        assert!(envs("stellar-engine", &f).is_empty());
     }
 }

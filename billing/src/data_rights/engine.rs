@@ -1,15 +1,14 @@
 //! The memory engine over HTTP, as one account: every request carries `X-Stellar-User` (the
 //! account id), `X-Stellar-Agent` for a named agent (none for the default space) and
 //! `X-API-Key` when `billing.engine_api_key` (or `gateway.upstream_api_key`) is set, exactly
-//! what the gateway sends. Only the calls of docs/engine-api.md are used, so any engine that
-//! speaks that API works.
+//! what the gateway sends, over one pooled client (`Settings::engine_http`) that trusts
+//! `billing.engine_ca_file` besides the web PKI roots for an `https://` engine. Only the calls
+//! of docs/engine-api.md are used, so any engine that speaks that API works.
 
 use crate::error::ApiError;
 use crate::settings::Settings;
 use reqwest::{Client, Method, RequestBuilder, Url};
 use serde_json::{Map, Value};
-use std::sync::OnceLock;
-use std::time::Duration;
 use uuid::Uuid;
 
 /// Why a call to the engine failed. The details go to the log only: they name internal
@@ -35,20 +34,6 @@ impl From<EngineError> for ApiError {
     }
 }
 
-/// One HTTP client for every engine call of this process (connections are pooled).
-fn http() -> Client {
-    static HTTP: OnceLock<Client> = OnceLock::new();
-    HTTP.get_or_init(|| {
-        Client::builder()
-            .user_agent(concat!("stellar-billing/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap_or_default()
-    })
-    .clone()
-}
-
 /// The engine, as seen by one account.
 #[derive(Clone)]
 pub struct Engine {
@@ -64,15 +49,18 @@ impl Engine {
         let base = Url::parse(&settings.billing.engine_url)
             .map_err(|e| anyhow::anyhow!("billing.engine_url: {e}"))?;
         Ok(Engine::new(
+            settings.engine_http.clone(),
             base,
             settings.billing.engine_api_key.expose(),
             user,
         ))
     }
 
-    pub fn new(base: Url, api_key: &str, user: Uuid) -> Engine {
+    /// `http` is billing's engine client (`Settings::engine_http`: pooled, trusting
+    /// `billing.engine_ca_file`).
+    pub fn new(http: Client, base: Url, api_key: &str, user: Uuid) -> Engine {
         Engine {
-            http: http(),
+            http,
             base,
             api_key: api_key.trim().to_string(),
             user,

@@ -3,8 +3,10 @@
 //! mode. `stellar up --engine-url https://localhost:PORT --engine-api-key … --engine-ca-file …`
 //! runs billing and the gateway in front of it (no engine of ours): requests reach it over TLS
 //! with SNI and `Host` set to its name, its own key, the account named by `X-Stellar-User`, and
-//! never the client's key. A gateway that does not trust the test CA refuses the upstream
-//! (502): certificate verification is on.
+//! never the client's key. Billing's export (`GET /auth/export`) reads the same server over TLS
+//! with the CA file the launcher passes it too, and the gateway's quota reconciliation reaches it
+//! through the TLS bridge with the same SNI and `Host`. A gateway that does not trust the test
+//! CA refuses the upstream (502): certificate verification is on.
 
 use crate::launcher_up::{env_for, start_up, still_listening};
 use serde_json::{json, Value};
@@ -114,8 +116,9 @@ struct StandIn {
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
-/// The stand-in: HTTP/1.1 keep-alive over TLS, the engine contract's health, store and stats,
-/// per `X-Stellar-User`, only for callers with its own key.
+/// The stand-in: HTTP/1.1 keep-alive over TLS, the engine contract's health, store, stats and
+/// timeline (what billing's export reads), per `X-Stellar-User`, only for callers with its own
+/// key.
 async fn stand_in(cert: &Path, key: &Path) -> StandIn {
     let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(cert)
         .unwrap()
@@ -186,7 +189,11 @@ async fn stand_in(cert: &Path, key: &Path) -> StandIn {
                         } else {
                             let mut m = memories.lock().unwrap();
                             let n = m.entry(user).or_default();
-                            match line.split(' ').take(2).collect::<Vec<_>>()[..] {
+                            let mut parts = line.split(' ');
+                            let method = parts.next().unwrap_or_default();
+                            let path = parts.next().unwrap_or_default();
+                            let path = path.split('?').next().unwrap_or_default();
+                            match [method, path] {
                                 ["GET", "/api/v1/health"] => (
                                     200,
                                     json!({"healthy": true, "total_memories": *n, "warnings": []}),
@@ -198,6 +205,25 @@ async fn stand_in(cert: &Path, key: &Path) -> StandIn {
                                 ["GET", "/api/v1/stats"] => (
                                     200,
                                     json!({"total_memories": *n, "zones": {}, "capacities": {}}),
+                                ),
+                                // What billing's export pages through: every memory at once
+                                // (`start` and `limit` ignored; the export skips what it has).
+                                ["GET", "/api/v1/timeline"] => (
+                                    200,
+                                    Value::Array(
+                                        (1..=*n)
+                                            .map(|i| {
+                                                json!({
+                                                    "timestamp": 1.7e9 + i as f64,
+                                                    "memory_id": format!("m{i}"),
+                                                    "content": "fronted",
+                                                    "zone": 1,
+                                                    "importance": 0.5,
+                                                    "emotion": null,
+                                                })
+                                            })
+                                            .collect(),
+                                    ),
                                 ),
                                 _ => (404, json!({"detail": "Not Found"})),
                             }
@@ -232,7 +258,9 @@ async fn stellar_up_fronts_an_existing_https_server() {
     let (ca, cert, key) = test_certs(dir.path());
     let s = stand_in(&cert, &key).await;
     let url = format!("https://localhost:{}", s.addr.port());
-    let env = env_for(&dir);
+    let mut env = env_for(&dir);
+    // Quota reconciliation every second: its stats requests go through the TLS bridge too.
+    env.push(("STELLAR_GATEWAY_RECONCILE_INTERVAL_SECS", "1".into()));
     let ca = ca.display().to_string();
     let (_up, printed, client_key) = start_up(
         &env,
@@ -298,8 +326,71 @@ async fn stellar_up_fronts_an_existing_https_server() {
         "without a key: no tenant's data"
     );
 
-    // What came through the gateway (it names every request; the launcher's own health check
-    // at start does not).
+    // The export: billing reads the timeline from the same server, over TLS trusting the CA
+    // file `stellar up` gave it too (`billing.engine_ca_file`).
+    let r = client()
+        .get(format!("http://{gw}/auth/export"))
+        .header("X-API-Key", &client_key)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{body}");
+    assert_eq!(
+        (
+            lines[0]["id"].as_str(),
+            lines[0]["content"].as_str(),
+            &lines[0]["agent"]
+        ),
+        (Some("m1"), Some("fronted"), &Value::Null),
+        "{body}"
+    );
+
+    // A reconciliation round (every second here) has asked the server too.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let by = |prefix: &str| {
+        s.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r.fields
+                    .get("x-request-id")
+                    .is_some_and(|id| id.starts_with(prefix))
+            })
+            .cloned()
+            .collect::<Vec<Seen>>()
+    };
+    while by("reconcile-").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reconciliation request reached the server"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        by("reconcile-")
+            .iter()
+            .all(|r| r.line.starts_with("GET /api/v1/stats ")),
+        "{:?}",
+        by("reconcile-")
+    );
+    assert!(
+        by("billing-data-")
+            .iter()
+            .any(|r| r.line.starts_with("GET /api/v1/timeline?")),
+        "billing's export reached the server: {:?}",
+        by("billing-data-")
+    );
+
+    // What came through the gateway, billing and the reconciler (each names every request; the
+    // launcher's own health check at start does not): TLS with SNI, `Host` the server's name.
     let seen: Vec<Seen> = s
         .seen
         .lock()
