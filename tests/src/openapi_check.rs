@@ -24,24 +24,28 @@ pub struct Answer {
 }
 
 impl Answer {
-    pub async fn read(r: reqwest::Response) -> Answer {
-        let status = r.status().as_u16();
-        let headers: Vec<(String, String)> = r
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect();
-        let content_type = r
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap_or("").to_string());
-        let body = r.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+    /// The answer's status and head, with an empty body (for a stream that never ends).
+    pub fn head(r: &reqwest::Response) -> Answer {
         Answer {
-            status,
-            content_type,
-            headers,
-            body,
+            status: r.status().as_u16(),
+            content_type: r
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap_or("").to_string()),
+            headers: r
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect(),
+            body: Vec::new(),
         }
+    }
+
+    /// The whole answer, body included.
+    pub async fn read(r: reqwest::Response) -> Answer {
+        let mut a = Answer::head(&r);
+        a.body = r.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+        a
     }
 
     pub fn json(&self) -> Value {

@@ -360,19 +360,7 @@ async fn engine_routes(run: &mut Run<'_>) {
         .send()
         .await
         .unwrap();
-    let head = Answer {
-        status: r.status().as_u16(),
-        content_type: r
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string()),
-        headers: r
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect(),
-        body: Vec::new(),
-    };
+    let head = Answer::head(&r);
     drop(r);
     assert_eq!(head.status, 200);
     run.problems
